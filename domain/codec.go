@@ -1,0 +1,127 @@
+package domain
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// envelope is the wire form of an event (CONTRACT section 4). Field order is the order a
+// reader of `keysctl events tail` sees.
+type envelope struct {
+	ID            string          `json:"id"`
+	Type          EventType       `json:"type"`
+	SchemaVersion int             `json:"schema_version"`
+	ProjectID     string          `json:"project_id"`
+	KeyID         string          `json:"key_id,omitempty"`
+	UserID        string          `json:"user_id,omitempty"`
+	Version       int             `json:"version"`
+	Time          time.Time       `json:"time"`
+	Actor         Actor           `json:"actor"`
+	RequestID     string          `json:"request_id"`
+	Data          json.RawMessage `json:"data"`
+}
+
+// MarshalEvent encodes an event as the JSON document stored on the stream.
+func MarshalEvent(e Event) ([]byte, error) {
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s data: %w", e.Type, err)
+	}
+	return json.Marshal(envelope{
+		ID: e.ID, Type: e.Type, SchemaVersion: e.SchemaVersion,
+		ProjectID: e.ProjectID, KeyID: e.KeyID, UserID: e.UserID, Version: e.Version,
+		Time: e.Time, Actor: e.Actor, RequestID: e.RequestID, Data: data,
+	})
+}
+
+// UnmarshalEvent decodes a stored event, upcasting older schema versions to the current
+// one. A document that is not a well-formed event of a known type is an error wrapping
+// ErrInvalidEvent: the caller sets it aside instead of applying it.
+func UnmarshalEvent(b []byte) (Event, error) {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
+	}
+	if err := upcast(&env); err != nil {
+		return Event{}, err
+	}
+	data, err := decodeData(env.Type, env.Data)
+	if err != nil {
+		return Event{}, err
+	}
+	e := Event{
+		ID: env.ID, Type: env.Type, SchemaVersion: env.SchemaVersion,
+		ProjectID: env.ProjectID, KeyID: env.KeyID, UserID: env.UserID, Version: env.Version,
+		Time: env.Time, Actor: env.Actor, RequestID: env.RequestID, Data: data,
+	}
+	if err := e.validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// upcast converts an envelope of an older schema version to the current one, in place.
+// Version 1 is the first; later versions add a case here and a fixture in testdata/.
+func upcast(env *envelope) error {
+	switch env.SchemaVersion {
+	case CurrentSchemaVersion:
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown schema_version %d", ErrInvalidEvent, env.SchemaVersion)
+	}
+}
+
+func decodeData(t EventType, raw json.RawMessage) (EventData, error) {
+	var (
+		data EventData
+		err  error
+	)
+	switch t {
+	case TypeProjectCreated:
+		var d ProjectCreated
+		err = strictJSON(raw, &d)
+		data = d
+	case TypeKeyCreated:
+		var d KeyCreated
+		err = strictJSON(raw, &d)
+		data = d
+	case TypeDescriptionChanged:
+		var d DescriptionChanged
+		err = strictJSON(raw, &d)
+		data = d
+	case TypeKeyRevoked:
+		var d KeyRevoked
+		err = strictJSON(raw, &d)
+		data = d
+	default:
+		return nil, fmt.Errorf("%w: unknown type %q", ErrInvalidEvent, t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s data: %v", ErrInvalidEvent, t, err)
+	}
+	return data, nil
+}
+
+func strictJSON(raw json.RawMessage, v any) error {
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return fmt.Errorf("missing data")
+	}
+	return json.Unmarshal(raw, v)
+}
+
+// validate checks the envelope fields every event must carry.
+func (e Event) validate() error {
+	switch {
+	case e.ID == "":
+		return fmt.Errorf("%w: missing id", ErrInvalidEvent)
+	case e.ProjectID == "":
+		return fmt.Errorf("%w: missing project_id", ErrInvalidEvent)
+	case e.Version < 1:
+		return fmt.Errorf("%w: version %d", ErrInvalidEvent, e.Version)
+	case e.Type != TypeProjectCreated && (e.KeyID == "" || e.UserID == ""):
+		return fmt.Errorf("%w: %s without key_id or user_id", ErrInvalidEvent, e.Type)
+	}
+	return nil
+}

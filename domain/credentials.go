@@ -1,0 +1,197 @@
+package domain
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strings"
+	"time"
+)
+
+// Secret API keys have Stack Auth's shape, so that its SDKs and secret scanners accept them:
+//
+//	<prefix>_<secret: 45 chars of base32><key id: 32 hex><"user"><scanner flag>574ck4u7h<crc32: 8 hex>
+//
+// The secret part carries 224 bits of randomness; the checksum lets a mistyped key be
+// rejected before any lookup; the embedded key id makes the lookup a primary-key read.
+const (
+	secretPartLen  = 45
+	secretKeyLen   = 3 + secretPartLen + 32 + 4 + 1 + len(scannerMarker) + 8
+	scannerMarker  = "574ck4u7h"
+	keyTypeUser    = "user"
+	SecretKeyBytes = 28 // random bytes the caller hands to FormatSecretKey (224 bits)
+)
+
+// crockford is lowercase Crockford base32, the alphabet Stack Auth's secrets use.
+var crockford = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// FormatSecretKey builds the full secret value of a key from 28 random bytes.
+func FormatSecretKey(keyID string, isPublic bool, random []byte) (string, error) {
+	if len(random) != SecretKeyBytes {
+		return "", fmt.Errorf("secret key needs %d random bytes, got %d", SecretKeyBytes, len(random))
+	}
+	hexID := strings.ReplaceAll(keyID, "-", "")
+	if len(hexID) != 32 {
+		return "", fmt.Errorf("key id %q is not a UUID", keyID)
+	}
+	prefix, scanner := "sk", "1" // 1: self-hosted secret key
+	if isPublic {
+		prefix, scanner = "pk", "3" // 3: self-hosted public key
+	}
+	body := prefix + "_" + crockford.EncodeToString(random) + hexID + keyTypeUser + scanner + scannerMarker
+	return body + fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(body))), nil
+}
+
+// ParseSecretKey checks a presented secret key's shape and checksum and returns the key id
+// it embeds (as a canonical UUID). Any failure is ErrInvalidSecretKey; the value itself is
+// never put in the error.
+func ParseSecretKey(s string) (keyID string, err error) {
+	if len(s) != secretKeyLen || (!strings.HasPrefix(s, "sk_") && !strings.HasPrefix(s, "pk_")) {
+		return "", ErrInvalidSecretKey
+	}
+	body, sum := s[:len(s)-8], s[len(s)-8:]
+	if fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(body))) != sum {
+		return "", ErrInvalidSecretKey
+	}
+	rest := body[3+secretPartLen:]
+	hexID, typ, marker := rest[:32], rest[32:36], rest[37:]
+	if typ != keyTypeUser || marker != scannerMarker {
+		return "", ErrInvalidSecretKey
+	}
+	if _, err := hex.DecodeString(hexID); err != nil || strings.ToLower(hexID) != hexID {
+		return "", ErrInvalidSecretKey
+	}
+	return hexID[0:8] + "-" + hexID[8:12] + "-" + hexID[12:16] + "-" + hexID[16:20] + "-" + hexID[20:], nil
+}
+
+// LastFour is the part of a secret key that may be shown after creation.
+func LastFour(secret string) string {
+	if len(secret) < 4 {
+		return secret
+	}
+	return secret[len(secret)-4:]
+}
+
+// FormatServerKey builds a project's secret server key from 32 random bytes.
+func FormatServerKey(random []byte) string { return "ssk_" + crockford.EncodeToString(random) }
+
+// Hasher keys the hashes of secrets and signs admin tokens with the deployment's server-side
+// secret. Each use derives its own subkey, so a hash can never pass as a signature.
+type Hasher struct {
+	secretKeys []byte
+	serverKeys []byte
+	tokens     []byte
+}
+
+// NewHasher derives the subkeys from the server-side secret (at least 32 bytes).
+func NewHasher(secret []byte) (*Hasher, error) {
+	if len(secret) < 32 {
+		return nil, fmt.Errorf("server-side secret must be at least 32 bytes, got %d", len(secret))
+	}
+	derive := func(label string) []byte {
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte("keyledger/" + label))
+		return m.Sum(nil)
+	}
+	return &Hasher{secretKeys: derive("secret-key-hash/v1"), serverKeys: derive("server-key-hash/v1"), tokens: derive("admin-token/v1")}, nil
+}
+
+func mac(key []byte, s string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(s))
+	return m.Sum(nil)
+}
+
+// HashSecretKey returns the keyed hash of a secret API key, as stored on KeyCreated.
+func (h *Hasher) HashSecretKey(secret string) string {
+	return hex.EncodeToString(mac(h.secretKeys, secret))
+}
+
+// HashServerKey returns the keyed hash of a secret server key, as stored on ProjectCreated.
+func (h *Hasher) HashServerKey(secret string) string {
+	return hex.EncodeToString(mac(h.serverKeys, secret))
+}
+
+// SecretKeyMatches compares a presented secret API key with a stored hash in constant time.
+func (h *Hasher) SecretKeyMatches(secret, storedHash string) bool {
+	return equalHex(mac(h.secretKeys, secret), storedHash)
+}
+
+// ServerKeyMatches compares a presented secret server key with a stored hash in constant time.
+func (h *Hasher) ServerKeyMatches(secret, storedHash string) bool {
+	return equalHex(mac(h.serverKeys, secret), storedHash)
+}
+
+func equalHex(sum []byte, storedHash string) bool {
+	want, err := hex.DecodeString(storedHash)
+	if err != nil {
+		want = make([]byte, len(sum))
+	}
+	return hmac.Equal(sum, want)
+}
+
+// Admin access token errors, each with its own error code at the API.
+var (
+	ErrTokenUnparsable = errors.New("admin access token is not parsable")
+	ErrTokenExpired    = errors.New("admin access token has expired")
+	ErrTokenNotAdmin   = errors.New("admin access token is not for this project")
+)
+
+// AdminClaims is what an admin access token asserts.
+type AdminClaims struct {
+	ProjectID string    `json:"pid"`
+	Subject   string    `json:"sub"`
+	IssuedAt  time.Time `json:"iat"`
+	ExpiresAt time.Time `json:"exp"`
+}
+
+const tokenPrefix = "kla_"
+
+var b64 = base64.RawURLEncoding
+
+// IssueAdminToken signs claims as an admin access token.
+func (h *Hasher) IssueAdminToken(c AdminClaims) (string, error) {
+	if c.Subject == "" || c.ProjectID == "" {
+		return "", &ValidationError{"an admin token needs a project and a subject"}
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	p := tokenPrefix + b64.EncodeToString(payload)
+	return p + "." + b64.EncodeToString(mac(h.tokens, p)), nil
+}
+
+// VerifyAdminToken checks a token's signature, expiry at now, and project. It returns
+// ErrTokenUnparsable, ErrTokenExpired (the claims are still returned) or ErrTokenNotAdmin.
+func (h *Hasher) VerifyAdminToken(token, projectID string, now time.Time) (AdminClaims, error) {
+	p, sig, ok := strings.Cut(token, ".")
+	if !ok || !strings.HasPrefix(p, tokenPrefix) {
+		return AdminClaims{}, ErrTokenUnparsable
+	}
+	got, err := b64.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, mac(h.tokens, p)) {
+		return AdminClaims{}, ErrTokenUnparsable
+	}
+	payload, err := b64.DecodeString(p[len(tokenPrefix):])
+	if err != nil {
+		return AdminClaims{}, ErrTokenUnparsable
+	}
+	var c AdminClaims
+	if err := json.Unmarshal(payload, &c); err != nil || c.Subject == "" {
+		return AdminClaims{}, ErrTokenUnparsable
+	}
+	if c.ProjectID != projectID {
+		return c, ErrTokenNotAdmin
+	}
+	if !now.Before(c.ExpiresAt) {
+		return c, ErrTokenExpired
+	}
+	return c, nil
+}

@@ -1,0 +1,148 @@
+package domain
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on a key's fields.
+const (
+	MaxUserIDChars      = 128
+	MaxDescriptionBytes = 4096
+)
+
+// KeySnapshot is a key's state as plain data, for read models that store it and hand it
+// back to the command side. Version is the number of events the key has.
+type KeySnapshot struct {
+	ID          string
+	ProjectID   string
+	UserID      string
+	Description string
+	ExpiresAt   *time.Time
+	RevokedAt   *time.Time
+	CreatedAt   time.Time
+	IsPublic    bool
+	SecretHash  string
+	LastFour    string
+	Version     int
+}
+
+// Key is the user API key aggregate. Its zero value is not a key; get one from EvolveKey
+// (folding events) or RestoreKey (from a read model).
+type Key struct{ s KeySnapshot }
+
+// RestoreKey rebuilds a key from a snapshot that a read model kept.
+func RestoreKey(s KeySnapshot) *Key { return &Key{s: s} }
+
+// Snapshot returns the key's state as plain data.
+func (k *Key) Snapshot() KeySnapshot { return k.s }
+
+// ID is the key's id (a UUID).
+func (k *Key) ID() string { return k.s.ID }
+
+// Version is the number of events applied to the key.
+func (k *Key) Version() int { return k.s.Version }
+
+// Revoked tells whether the key was manually revoked.
+func (k *Key) Revoked() bool { return k.s.RevokedAt != nil }
+
+// Expired tells whether the key's expiry is at or before now.
+func (k *Key) Expired(now time.Time) bool {
+	return k.s.ExpiresAt != nil && !k.s.ExpiresAt.After(now)
+}
+
+// EvolveKey folds one event into a key's state; k is nil before KeyCreated. It returns a new
+// key and leaves k unchanged. An event for another key, out of version order, or of a type a
+// key does not have is an error wrapping ErrInvalidEvent.
+func EvolveKey(k *Key, e Event) (*Key, error) {
+	if k == nil {
+		created, ok := e.Data.(KeyCreated)
+		if !ok || e.Version != 1 {
+			return nil, fmt.Errorf("%w: key %s starts with %s version %d", ErrInvalidEvent, e.KeyID, e.Type, e.Version)
+		}
+		return &Key{s: KeySnapshot{
+			ID: e.KeyID, ProjectID: e.ProjectID, UserID: e.UserID,
+			Description: created.Description, ExpiresAt: utcPtr(created.ExpiresAt),
+			CreatedAt: created.CreatedAt.UTC(), IsPublic: created.IsPublic,
+			SecretHash: created.SecretHash, LastFour: created.LastFour, Version: 1,
+		}}, nil
+	}
+	if e.KeyID != k.s.ID || e.ProjectID != k.s.ProjectID || e.Version != k.s.Version+1 {
+		return nil, fmt.Errorf("%w: %s of key %s version %d applied to key %s version %d",
+			ErrInvalidEvent, e.Type, e.KeyID, e.Version, k.s.ID, k.s.Version)
+	}
+	next := k.s
+	next.Version = e.Version
+	switch d := e.Data.(type) {
+	case DescriptionChanged:
+		next.Description = d.New
+	case KeyRevoked:
+		if next.RevokedAt == nil {
+			at := d.RevokedAt.UTC()
+			next.RevokedAt = &at
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s on existing key %s", ErrInvalidEvent, e.Type, k.s.ID)
+	}
+	return &Key{s: next}, nil
+}
+
+// FoldKey builds a key from its whole history, oldest first.
+func FoldKey(events []Event) (*Key, error) {
+	var k *Key
+	for _, e := range events {
+		next, err := EvolveKey(k, e)
+		if err != nil {
+			return nil, err
+		}
+		k = next
+	}
+	if k == nil {
+		return nil, ErrKeyNotFound
+	}
+	return k, nil
+}
+
+// ValidateDescription enforces the description rules: at most 4096 bytes of valid UTF-8
+// without U+0000.
+func ValidateDescription(field, s string) error {
+	return validateText(field, s, 0, MaxDescriptionBytes, false)
+}
+
+// ValidateUserID enforces the user id rules: 1 to 128 characters of valid UTF-8 without
+// U+0000.
+func ValidateUserID(field, s string) error {
+	if err := validateText(field, s, 1, 0, false); err != nil {
+		return err
+	}
+	if n := utf8.RuneCountInString(s); n > MaxUserIDChars {
+		return &ValidationError{fmt.Sprintf("%s must be at most %d characters", field, MaxUserIDChars)}
+	}
+	return nil
+}
+
+func validateText(field, s string, minLen, maxBytes int, _ bool) error {
+	switch {
+	case !utf8.ValidString(s):
+		return &ValidationError{field + " must be valid UTF-8"}
+	case len(s) < minLen:
+		return &ValidationError{fmt.Sprintf("%s must be at least %d characters", field, minLen)}
+	case maxBytes > 0 && len(s) > maxBytes:
+		return &ValidationError{fmt.Sprintf("%s must be at most %d bytes", field, maxBytes)}
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return &ValidationError{field + " must not contain U+0000"}
+		}
+	}
+	return nil
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

@@ -1,0 +1,38 @@
+package domain
+
+// UpdateKey is the PATCH of the seed page: only the fields that are set are applied.
+type UpdateKey struct {
+	Description *string
+	Revoked     *bool
+}
+
+// DecideUpdate returns the events a PATCH emits on this key, oldest first: possibly a
+// DescriptionChanged, then possibly a KeyRevoked; none when nothing changes.
+//
+// Rules (CONTRACT section 3): a description equal to the current one emits nothing;
+// revoked:true on a revoked key emits nothing and keeps the first timestamp; revoked:false
+// on an active key is a no-op and on a revoked key is ErrKeyAlreadyRevoked, with nothing
+// of the request applied. Expiry does not matter: expired keys can be renamed and revoked.
+func (k *Key) DecideUpdate(c UpdateKey, m Meta) ([]Event, error) {
+	if c.Revoked != nil && !*c.Revoked && k.Revoked() {
+		return nil, ErrKeyAlreadyRevoked
+	}
+	if c.Description != nil {
+		if err := ValidateDescription("body.description", *c.Description); err != nil {
+			return nil, err
+		}
+	}
+	var events []Event
+	version := k.s.Version
+	emit := func(d EventData) {
+		version++
+		events = append(events, newEvent(m, k.s.ProjectID, k.s.ID, k.s.UserID, version, d))
+	}
+	if c.Description != nil && *c.Description != k.s.Description {
+		emit(DescriptionChanged{Old: k.s.Description, New: *c.Description})
+	}
+	if c.Revoked != nil && *c.Revoked && !k.Revoked() {
+		emit(KeyRevoked{RevokedAt: m.Time.UTC().Truncate(millisecond)})
+	}
+	return events, nil
+}

@@ -1,0 +1,130 @@
+package eventstore
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// Errors a caller must tell apart.
+var (
+	// ErrConflict: the key changed since the expected sequence; reload and decide again.
+	ErrConflict = errors.New("event store: concurrent append to the same aggregate")
+	// ErrUnavailable: the NATS server did not answer; the append may or may not have landed
+	// only when the error says so (see AppendKeyEvents).
+	ErrUnavailable = errors.New("event store unavailable")
+	// ErrServerUnsupported: the NATS server cannot provide what the store needs.
+	ErrServerUnsupported = errors.New("NATS server unsupported")
+)
+
+// Config is the store's configuration.
+type Config struct {
+	// Stream is the JetStream stream name. Default "KEYLEDGER".
+	Stream string
+	// SubjectPrefix is the first token of every event subject. Default "keyledger".
+	SubjectPrefix string
+	// Replicas is the stream's replication factor (1, or 3 on a cluster). Default 1.
+	Replicas int
+	// Duplicates is the stream's de-duplication window for message ids. Default 2 minutes.
+	Duplicates time.Duration
+	// Timeout bounds each request to the server. Default 5 seconds.
+	Timeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "KEYLEDGER"
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = "keyledger"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.ContainsAny(c.Stream, ".*> \t") {
+		errs = append(errs, fmt.Errorf("stream name %q must not contain '.', '*', '>' or spaces", c.Stream))
+	}
+	if c.SubjectPrefix != "" && strings.ContainsAny(c.SubjectPrefix, "*> \t") {
+		errs = append(errs, fmt.Errorf("subject prefix %q must not contain '*', '>' or spaces", c.SubjectPrefix))
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas must be 1 to 5, got %d", c.Replicas))
+	}
+	if c.Duplicates < 0 || (c.Duplicates > 0 && c.Duplicates < 100*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("duplicates window must be at least 100ms, got %s", c.Duplicates))
+	}
+	return errors.Join(errs...)
+}
+
+// RecordedEvent is one message read from the stream. Err is set, and Event is zero, when the
+// message is not a valid event (garbage published onto an event subject): readers set it
+// aside rather than stop.
+type RecordedEvent struct {
+	Seq     uint64
+	Subject string
+	Time    time.Time // when the server stored it
+	Raw     []byte
+	Event   domain.Event
+	Err     error
+	// Pending is how many messages followed this one in the stream when it was delivered
+	// (subscriptions only); 0 means the reader has caught up.
+	Pending uint64
+}
+
+func decode(seq uint64, subject string, stored time.Time, data []byte) RecordedEvent {
+	r := RecordedEvent{Seq: seq, Subject: subject, Time: stored, Raw: data}
+	r.Event, r.Err = domain.UnmarshalEvent(data)
+	if r.Err == nil && subject != "" && !strings.HasSuffix(subject, "."+string(r.Event.Type)) {
+		r.Err = fmt.Errorf("%w: %s event on subject %s", domain.ErrInvalidEvent, r.Event.Type, subject)
+		r.Event = domain.Event{}
+	}
+	return r
+}
+
+// subjects names the stream's subjects under one prefix.
+type subjects struct{ prefix string }
+
+func (s subjects) all() string      { return s.prefix + ".>" }
+func (s subjects) keys() string     { return s.prefix + ".key.>" }
+func (s subjects) projects() string { return s.prefix + ".project.>" }
+func (s subjects) keyEvent(e domain.Event) string {
+	return s.prefix + ".key." + e.ProjectID + "." + e.KeyID + "." + string(e.Type)
+}
+func (s subjects) key(projectID, keyID string) string {
+	return s.prefix + ".key." + projectID + "." + keyID + ".*"
+}
+func (s subjects) projectEvent(e domain.Event) string {
+	return s.prefix + ".project." + e.ProjectID + "." + string(e.Type)
+}
+func (s subjects) project(projectID string) string {
+	return s.prefix + ".project." + projectID + ".*"
+}
+
+// KeySubjectFilter is the subject filter of one project's key events ("" for all projects),
+// for consumers outside this package such as keysctl events tail.
+func (s *Store) KeySubjectFilter(projectID string) string {
+	if projectID == "" {
+		return s.subj.keys()
+	}
+	return s.subj.prefix + ".key." + projectID + ".>"
+}
+
+// validToken reports whether an id can be a subject token (ids are UUIDs; this guards the
+// store against anything else reaching it).
+func validToken(s string) bool {
+	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
+}
