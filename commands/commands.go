@@ -1,0 +1,274 @@
+// Package commands is keyledger's write side: each command loads the aggregate's state,
+// lets the domain decide, and appends the resulting events, retrying on a concurrency
+// conflict a bounded number of times. The retry lives in one place, updateKey.
+package commands
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+)
+
+// ErrContention: the command lost the optimistic-concurrency race on every attempt. Retrying
+// the same request later is safe.
+var ErrContention = errors.New("too many concurrent changes to this key; retry")
+
+// KeyLookup returns a key's last known state and the stream sequence of its last event, from
+// a cache such as the read model. It may be stale (the append's concurrency check catches
+// that) and may miss keys it has not seen yet (the store is asked then).
+type KeyLookup func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error)
+
+// Config configures the command handler.
+type Config struct {
+	// MaxAttempts bounds the load-decide-append attempts of one command. Default 8.
+	MaxAttempts int
+	// Clock is the time source for events. Default time.Now.
+	Clock func() time.Time
+	// Random is the source of secret bytes. Default crypto/rand.
+	Random io.Reader
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 8
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Random == nil {
+		c.Random = crand.Reader
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	if c.MaxAttempts < 1 {
+		return fmt.Errorf("max attempts must be at least 1, got %d", c.MaxAttempts)
+	}
+	return nil
+}
+
+// Handler executes commands against the event store.
+type Handler struct {
+	store  *eventstore.Store
+	cached KeyLookup
+	hasher *domain.Hasher
+	cfg    Config
+}
+
+// New returns a command handler. cached may be nil: state is then always loaded from the
+// event store.
+func New(store *eventstore.Store, cached KeyLookup, hasher *domain.Hasher, cfg Config) (*Handler, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{store: store, cached: cached, hasher: hasher, cfg: cfg}, nil
+}
+
+// Caller is who issues a command and in which request.
+type Caller struct {
+	ProjectID string
+	Actor     domain.Actor
+	RequestID string
+}
+
+func (h *Handler) meta(c Caller) domain.Meta {
+	return domain.Meta{Time: h.cfg.Clock(), Actor: c.Actor, RequestID: c.RequestID, NewID: newEventID}
+}
+
+func newEventID() string {
+	if id, err := uuid.NewV7(); err == nil {
+		return id.String()
+	}
+	return uuid.NewString()
+}
+
+// Result is a command's outcome: the aggregate's state after it, and the stream sequence a
+// reader must have reached to see that state (read-your-writes).
+type Result struct {
+	Key domain.KeySnapshot
+	Seq uint64
+}
+
+// NewKey is a request to issue a key.
+type NewKey struct {
+	UserID      string
+	Description string
+	ExpiresAt   *time.Time
+	IsPublic    bool
+}
+
+// CreatedKey is a new key with its secret, which exists only in this value.
+type CreatedKey struct {
+	Result
+	Secret string
+}
+
+// CreateKey issues a new key for a user of the caller's project.
+func (h *Handler) CreateKey(ctx context.Context, c Caller, k NewKey) (CreatedKey, error) {
+	keyID := uuid.NewString()
+	random := make([]byte, domain.SecretKeyBytes)
+	if _, err := io.ReadFull(h.cfg.Random, random); err != nil {
+		return CreatedKey{}, fmt.Errorf("create key: random: %w", err)
+	}
+	secret, err := domain.FormatSecretKey(keyID, k.IsPublic, random)
+	if err != nil {
+		return CreatedKey{}, fmt.Errorf("create key: %w", err)
+	}
+	e, err := domain.DecideCreateKey(domain.CreateKey{
+		ProjectID: c.ProjectID, KeyID: keyID, UserID: k.UserID, Description: k.Description,
+		ExpiresAt: k.ExpiresAt, IsPublic: k.IsPublic,
+		SecretHash: h.hasher.HashSecretKey(secret), LastFour: domain.LastFour(secret),
+	}, h.meta(c))
+	if err != nil {
+		return CreatedKey{}, err
+	}
+	seq, err := h.store.AppendKeyEvents(ctx, 0, []domain.Event{e})
+	if err != nil {
+		if errors.Is(err, eventstore.ErrConflict) {
+			return CreatedKey{}, fmt.Errorf("create key %s: %w", keyID, domain.ErrKeyExists)
+		}
+		return CreatedKey{}, fmt.Errorf("create key: %w", err)
+	}
+	key, err := domain.EvolveKey(nil, e)
+	if err != nil {
+		return CreatedKey{}, err
+	}
+	return CreatedKey{Result: Result{Key: key.Snapshot(), Seq: seq}, Secret: secret}, nil
+}
+
+// UpdateKey applies the seed page's PATCH to one key of the caller's project.
+func (h *Handler) UpdateKey(ctx context.Context, c Caller, keyID string, u domain.UpdateKey) (Result, error) {
+	return h.updateKey(ctx, c, keyID, func(k *domain.Key, m domain.Meta) ([]domain.Event, error) {
+		return k.DecideUpdate(u, m)
+	})
+}
+
+// updateKey is load -> decide -> append, retried on a concurrency conflict. The first load
+// comes from the cache; after a conflict the event store is the source of truth.
+func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
+	decide func(*domain.Key, domain.Meta) ([]domain.Event, error)) (Result, error) {
+	fromStore := h.cached == nil
+	for attempt := 1; ; attempt++ {
+		key, seq, err := h.load(ctx, c.ProjectID, keyID, fromStore)
+		if err != nil {
+			return Result{}, err
+		}
+		events, err := decide(key, h.meta(c))
+		if err != nil {
+			return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
+		}
+		if len(events) == 0 {
+			return Result{Key: key.Snapshot(), Seq: seq}, nil
+		}
+		last, err := h.store.AppendKeyEvents(ctx, seq, events)
+		if err == nil {
+			for _, e := range events {
+				if key, err = domain.EvolveKey(key, e); err != nil {
+					return Result{}, err
+				}
+			}
+			return Result{Key: key.Snapshot(), Seq: last}, nil
+		}
+		if !errors.Is(err, eventstore.ErrConflict) {
+			return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
+		}
+		if attempt >= h.cfg.MaxAttempts {
+			return Result{}, fmt.Errorf("update key %s after %d attempts: %w", keyID, attempt, ErrContention)
+		}
+		fromStore = true
+		backoff(ctx, attempt)
+	}
+}
+
+// load returns the key and the sequence of its last event.
+func (h *Handler) load(ctx context.Context, projectID, keyID string, fromStore bool) (*domain.Key, uint64, error) {
+	if !fromStore {
+		snap, seq, err := h.cached(ctx, projectID, keyID)
+		if err == nil {
+			return domain.RestoreKey(snap), seq, nil
+		}
+		if !errors.Is(err, domain.ErrKeyNotFound) {
+			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
+		}
+		// Not seen by the cache yet: perhaps created through another instance.
+	}
+	return h.LoadKey(ctx, projectID, keyID)
+}
+
+// LoadKey folds a key from its events in the store, and returns the stream sequence of the
+// last message on its subjects (the expected sequence of the next append).
+func (h *Handler) LoadKey(ctx context.Context, projectID, keyID string) (*domain.Key, uint64, error) {
+	recs, err := h.store.LoadKey(ctx, projectID, keyID)
+	if err != nil {
+		return nil, 0, err
+	}
+	var key *domain.Key
+	for _, r := range recs {
+		if r.Err != nil {
+			continue // not an event: set aside, as the projector does
+		}
+		next, err := domain.EvolveKey(key, r.Event)
+		if err != nil {
+			continue
+		}
+		key = next
+	}
+	if key == nil {
+		return nil, 0, domain.ErrKeyNotFound
+	}
+	return key, recs[len(recs)-1].Seq, nil
+}
+
+func backoff(ctx context.Context, attempt int) {
+	d := time.Duration(attempt) * time.Millisecond
+	d += time.Duration(rand.Int64N(int64(d) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// CreatedProject is a new project with its secret server key, which exists only in this value.
+type CreatedProject struct {
+	Project   domain.ProjectSnapshot
+	ServerKey string
+	Seq       uint64
+}
+
+// CreateProject registers a project and issues its secret server key.
+func (h *Handler) CreateProject(ctx context.Context, actor domain.Actor, name string) (CreatedProject, error) {
+	random := make([]byte, 32)
+	if _, err := io.ReadFull(h.cfg.Random, random); err != nil {
+		return CreatedProject{}, fmt.Errorf("create project: random: %w", err)
+	}
+	serverKey := domain.FormatServerKey(random)
+	e, err := domain.DecideCreateProject(domain.CreateProject{
+		ProjectID: uuid.NewString(), Name: name,
+		ServerKeyID: uuid.NewString(), ServerKeyHash: h.hasher.HashServerKey(serverKey),
+	}, domain.Meta{Time: h.cfg.Clock(), Actor: actor, NewID: newEventID})
+	if err != nil {
+		return CreatedProject{}, err
+	}
+	seq, err := h.store.AppendProjectEvent(ctx, e)
+	if err != nil {
+		return CreatedProject{}, fmt.Errorf("create project: %w", err)
+	}
+	p, err := domain.ProjectFromEvent(e)
+	if err != nil {
+		return CreatedProject{}, err
+	}
+	return CreatedProject{Project: p, ServerKey: serverKey, Seq: seq}, nil
+}
