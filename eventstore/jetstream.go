@@ -157,17 +157,18 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	if err == nil {
 		return seq, nil
 	}
-	if !isWrongLastSequence(err) && !isUncertain(err) {
+	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
+	if !conflict && !isUncertain(err) {
 		return 0, fmt.Errorf("append to key %s: %w", first.KeyID, err)
 	}
 	// Either a conflict or an unknown outcome: did our own last event land?
 	lastID := events[len(events)-1].ID
 	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
 		return seq, nil
-	} else if lerr != nil && !isWrongLastSequence(err) {
+	} else if lerr != nil && !conflict {
 		return 0, fmt.Errorf("append to key %s: %w: %v", first.KeyID, ErrUnavailable, err)
 	}
-	if isWrongLastSequence(err) {
+	if conflict {
 		return 0, ErrConflict
 	}
 	return 0, fmt.Errorf("append to key %s: %w: %v", first.KeyID, ErrUnavailable, err)
@@ -364,6 +365,13 @@ func isWrongLastSequence(err error) bool {
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 	}
 	return false
+}
+
+// isDuplicateInBatch: an atomic batch re-sent with message ids the stream has seen; with a
+// per-key expectation on it, that means our earlier attempt landed or someone else's did.
+func isDuplicateInBatch(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID
 }
 
 // isUncertain: the request may have reached the server and been applied.
