@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is keysd's configuration: every flag also reads an environment variable, and the
+// flag wins (CONTRACT section 1).
+type config struct {
+	HTTPAddr         string
+	NATSURL          string
+	EmbeddedNATSAddr string
+	DataDir          string
+	DatabaseURL      string
+	SecretFile       string
+	SyncAlways       bool
+	ReadBarrier      string
+	ShutdownTimeout  time.Duration
+	LogLevel         string
+}
+
+// parseConfig reads flags and environment. A bad flag is a usage error (exit 2).
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("keysd", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	envBool := func(name string, def bool) bool {
+		if v := getenv(name); v != "" {
+			if b, err := strconv.ParseBool(v); err == nil {
+				return b
+			}
+		}
+		return def
+	}
+	fs.StringVar(&c.HTTPAddr, "http-addr", env("KEYS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KEYS_HTTP_ADDR)")
+	fs.StringVar(&c.NATSURL, "nats-url", env("KEYS_NATS_URL", ""), "NATS server(s), comma-separated; empty: run an embedded NATS server (env KEYS_NATS_URL)")
+	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", env("KEYS_EMBEDDED_NATS_ADDR", "127.0.0.1:4223"), "listen address of the embedded NATS server (env KEYS_EMBEDDED_NATS_ADDR)")
+	fs.StringVar(&c.DataDir, "data-dir", env("KEYS_DATA_DIR", "./data"), "the embedded server's JetStream storage and the default secret file (env KEYS_DATA_DIR)")
+	fs.StringVar(&c.DatabaseURL, "database-url", env("KEYS_DATABASE_URL", ""), "PostgreSQL read model (pgx connection string); empty: in-process read model rebuilt from the stream (env KEYS_DATABASE_URL)")
+	fs.StringVar(&c.SecretFile, "secret-file", env("KEYS_SECRET_FILE", ""), "server-side secret shared by the deployment; created when missing (default <data-dir>/secret; env KEYS_SECRET_FILE)")
+	fs.BoolVar(&c.SyncAlways, "sync-always", envBool("KEYS_SYNC_ALWAYS", false), "embedded NATS: fsync every append before acknowledging it (survives machine crashes; slower) (env KEYS_SYNC_ALWAYS)")
+	fs.StringVar(&c.ReadBarrier, "read-barrier", env("KEYS_READ_BARRIER", "auto"), "reads wait for the projector to reach the stream's end: auto (when several instances may share the stream with per-process read models), on, off (env KEYS_READ_BARRIER)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.LogLevel, "log-level", env("KEYS_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYS_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.SecretFile == "" {
+		c.SecretFile = filepath.Join(c.DataDir, "secret")
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem with the configuration at once.
+func (c config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--http-addr %q: %v", c.HTTPAddr, err))
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.EmbeddedNATSAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--embedded-nats-addr %q: %v", c.EmbeddedNATSAddr, err))
+		}
+		if c.DataDir == "" {
+			errs = append(errs, errors.New("--data-dir must not be empty with the embedded NATS server"))
+		}
+	}
+	switch c.ReadBarrier {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("--read-barrier %q: want auto, on or off", c.ReadBarrier))
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// readBarrier: with an external NATS and a per-process read model, another keysd may have
+// written a change this one has not projected yet, so reads first catch up with the stream.
+func (c config) readBarrier() bool {
+	switch c.ReadBarrier {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	return c.NATSURL != "" && c.DatabaseURL == ""
+}

@@ -1,0 +1,226 @@
+// Command keysd is keyledger's service: the HTTP API of Stack Auth's user API keys, the
+// command handlers that append events to NATS JetStream, and the projector that keeps the
+// read model. With no flags it runs everything in one process: an embedded NATS server and
+// an in-process read model rebuilt from the stream at start.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyledger/keyledger/api"
+	"github.com/keyledger/keyledger/commands"
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/secretfile"
+	"github.com/keyledger/keyledger/projections"
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "keysd: %v\n", oneLine(err))
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "keysd: %v\n", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// run starts keysd and blocks until ctx is cancelled (SIGTERM), then drains in-flight
+// requests and stops.
+func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	log := newLogger(stderr, cfg.LogLevel)
+
+	secret, created, err := secretfile.LoadOrCreate(cfg.SecretFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created the server-side secret", "file", cfg.SecretFile)
+	}
+	hasher, err := domain.NewHasher(secret)
+	if err != nil {
+		return fmt.Errorf("secret file %s: %w", cfg.SecretFile, err)
+	}
+
+	nc, embedded, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		nc.Close()
+		if embedded != nil {
+			embedded.Shutdown()
+			embedded.WaitForShutdown()
+		}
+	}()
+
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	if err != nil {
+		return err
+	}
+
+	rm, rmDesc, err := openReadModel(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rm.Close()
+
+	projector := projections.NewProjector(store, rm, projections.ProjectorConfig{Logger: log})
+	projCtx, stopProjector := context.WithCancel(context.Background())
+	projDone := make(chan struct{})
+	go func() {
+		defer close(projDone)
+		_ = projector.Run(projCtx)
+	}()
+	defer func() {
+		stopProjector()
+		<-projDone
+	}()
+
+	cmds, err := commands.New(store, cachedKey(rm), hasher, commands.Config{})
+	if err != nil {
+		return err
+	}
+	registry := prometheus.NewRegistry()
+	handler, err := api.NewHandler(api.Deps{
+		Commands: cmds, ReadModel: rm, Projector: projector, Store: store, Hasher: hasher,
+		Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+	srv := api.NewServer(cfg.HTTPAddr, handler)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	printBanner(stdout, cfg, ln.Addr().String(), embedded != nil, rmDesc)
+	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier())
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("HTTP server: %w", err)
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
+	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	log.Info("keysd stopped")
+	return nil
+}
+
+// connectNATS connects to the configured servers, or starts the embedded one and connects
+// to it in-process.
+func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, error) {
+	handlers := []nats.Option{
+		nats.Name("keysd"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+	}
+	if cfg.NATSURL == "" {
+		ns, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+			Addr: cfg.EmbeddedNATSAddr, DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		nc, err := nats.Connect("", append(handlers, nats.InProcessServer(ns))...)
+		if err != nil {
+			ns.Shutdown()
+			return nil, nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
+		}
+		return nc, ns, nil
+	}
+	nc, err := nats.Connect(cfg.NATSURL, append(handlers, nats.Timeout(5*time.Second))...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %v", cfg.NATSURL, err)
+	}
+	return nc, nil, nil
+}
+
+func openReadModel(ctx context.Context, cfg config) (projections.ReadModel, string, error) {
+	if cfg.DatabaseURL == "" {
+		return projections.NewMemory(), "in-process (rebuilt from the stream at start)", nil
+	}
+	pg, err := projections.OpenPostgres(ctx, cfg.DatabaseURL, projections.PostgresConfig{})
+	if err != nil {
+		return nil, "", fmt.Errorf("PostgreSQL read model: %w", err)
+	}
+	return pg, "PostgreSQL", nil
+}
+
+// cachedKey lets the command side start from the read model's state of a key.
+func cachedKey(rm projections.ReadModel) commands.KeyLookup {
+	return func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
+		v, err := rm.Key(ctx, projectID, keyID)
+		if err != nil {
+			return domain.KeySnapshot{}, 0, err
+		}
+		return v.KeySnapshot, v.LastSeq, nil
+	}
+}
+
+func printBanner(w io.Writer, cfg config, httpAddr string, embedded bool, rmDesc string) {
+	fmt.Fprintf(w, "keysd: HTTP API on http://%s/api/v1 (health: /healthz /readyz, metrics: /metrics)\n", httpAddr)
+	if embedded {
+		fmt.Fprintf(w, "keysd: embedded NATS (JetStream) on nats://%s, storage in %s\n", cfg.EmbeddedNATSAddr, cfg.DataDir)
+	} else {
+		fmt.Fprintf(w, "keysd: NATS at %s\n", cfg.NATSURL)
+	}
+	fmt.Fprintf(w, "keysd: read model: %s\n", rmDesc)
+	fmt.Fprintf(w, "keysd: server-side secret: %s\n", cfg.SecretFile)
+	ctl := "go run ./cmd/keysctl"
+	if !embedded {
+		ctl += " --nats-url " + cfg.NATSURL
+	} else if cfg.EmbeddedNATSAddr != "127.0.0.1:4223" {
+		ctl += " --nats-url nats://" + cfg.EmbeddedNATSAddr
+	}
+	if cfg.SecretFile != "data/secret" && cfg.SecretFile != "./data/secret" {
+		ctl += " --secret-file " + cfg.SecretFile
+	}
+	fmt.Fprintf(w, "keysd: create a project with: %s projects create --name my-project\n", ctl)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
