@@ -38,7 +38,8 @@ const (
 // exits with status 2.
 type usageError struct {
 	msg        string
-	usageShown bool // the full usage is already on stderr: no need to point at it
+	command    string // the command whose help to point at; "" for the general usage
+	usageShown bool   // the full usage is already on stderr: no need to point at it
 }
 
 func (e *usageError) Error() string { return e.msg }
@@ -91,13 +92,13 @@ const (
 // resolved before the command name.
 func (u uses) register(fs *flag.FlagSet, s *settings) {
 	if u&usesNATS != 0 {
-		fs.StringVar(&s.natsURL, flagNATSURL, s.natsURL, "NATS server `URL`(s), comma-separated (env "+envNATSURL+")")
+		fs.StringVar(&s.natsURL, flagNATSURL, s.natsURL, "`URL` of the NATS server(s), comma-separated (env "+envNATSURL+")")
 	}
 	if u&usesSecret != 0 {
-		fs.StringVar(&s.secretFile, flagSecretFile, s.secretFile, "keysd's server-side secret `file` (env "+envSecretFile+")")
+		fs.StringVar(&s.secretFile, flagSecretFile, s.secretFile, "`PATH` of keysd's server-side secret (env "+envSecretFile+")")
 	}
 	if u&usesDatabase != 0 {
-		fs.StringVar(&s.databaseURL, flagDatabaseURL, s.databaseURL, "PostgreSQL read model `URL` (env "+envDatabaseURL+")")
+		fs.StringVar(&s.databaseURL, flagDatabaseURL, s.databaseURL, "`URL` of the PostgreSQL read model (env "+envDatabaseURL+")")
 	}
 }
 
@@ -172,8 +173,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitOK
 	case errors.As(err, &uerr):
 		hint := " (see keysctl help)"
-		if uerr.usageShown {
+		switch {
+		case uerr.usageShown:
 			hint = ""
+		case uerr.command != "":
+			hint = " (see keysctl help " + uerr.command + ")"
 		}
 		fmt.Fprintf(stderr, "keysctl: %s%s\n", oneLine(err.Error()), hint)
 		return exitUsage
@@ -184,6 +188,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	cmd, err := dispatchCommand(ctx, args, stdout, stderr, getenv)
+	var uerr *usageError
+	if cmd != nil && errors.As(err, &uerr) && uerr.command == "" {
+		uerr.command = cmd.path
+	}
+	return err
+}
+
+// dispatchCommand runs the command args name, and returns it (nil when there is none).
+func dispatchCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) (*command, error) {
 	s := defaultSettings(getenv)
 	global := flag.NewFlagSet("keysctl", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
@@ -191,24 +205,24 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stdout)
-			return errHelpShown
+			return nil, errHelpShown
 		}
-		return usagef("%v", err)
+		return nil, usagef("%v", err)
 	}
 	args = global.Args()
 	if len(args) == 0 {
 		printUsage(stderr)
-		return &usageError{msg: "no command given", usageShown: true}
+		return nil, &usageError{msg: "no command given", usageShown: true}
 	}
 	if args[0] == "help" {
-		return help(stdout, args[1:])
+		return nil, help(stdout, s, args[1:])
 	}
 	cmd, rest, err := lookup(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cmd.configure == nil {
-		return fmt.Errorf(notImplementedFmt, cmd.path)
+		return cmd, fmt.Errorf(notImplementedFmt, cmd.path)
 	}
 	fs := flag.NewFlagSet("keysctl "+cmd.path, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -217,14 +231,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printCommandUsage(stdout, cmd, fs)
-			return errHelpShown
+			return cmd, errHelpShown
 		}
-		return usagef("%s: %v", cmd.path, err)
+		return cmd, usagef("%s: %v", cmd.path, err)
 	}
 	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q", cmd.path, fs.Arg(0))
+		return cmd, usagef("%s: unexpected argument %q", cmd.path, fs.Arg(0))
 	}
-	return execute(&invocation{ctx: ctx, stdout: stdout, stderr: stderr, settings: s})
+	return cmd, execute(&invocation{ctx: ctx, stdout: stdout, stderr: stderr, settings: s})
 }
 
 // lookup finds the command named by the first one or two arguments and returns the
@@ -255,7 +269,7 @@ func lookup(args []string) (*command, []string, error) {
 }
 
 // help prints the usage, or one command's usage and flags.
-func help(w io.Writer, args []string) error {
+func help(w io.Writer, s settings, args []string) error {
 	if len(args) == 0 {
 		printUsage(w)
 		return errHelpShown
@@ -268,7 +282,6 @@ func help(w io.Writer, args []string) error {
 		return usagef("help: unexpected argument %q", rest[0])
 	}
 	fs := flag.NewFlagSet("keysctl "+cmd.path, flag.ContinueOnError)
-	s := settings{}
 	cmd.uses.register(fs, &s)
 	if cmd.configure != nil {
 		cmd.configure(fs)

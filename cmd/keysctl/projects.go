@@ -32,6 +32,9 @@ func projectsCreate(fs *flag.FlagSet) func(*invocation) error {
 		if *name == "" {
 			return usagef("projects create: --name is required")
 		}
+		if err := checkNATSURLs(inv.natsURL); err != nil {
+			return err
+		}
 		hasher, err := loadHasher(inv.secretFile)
 		if err != nil {
 			return err
