@@ -1,0 +1,278 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyledger/keyledger/commands"
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/projections"
+)
+
+// Waiter is the projector as the API sees it: how far it has applied the stream, and a way to
+// wait until it has applied a given sequence (read-your-writes).
+type Waiter interface {
+	// WaitFor returns once the read model has applied every event up to seq, or ctx's error.
+	WaitFor(ctx context.Context, seq uint64) error
+	// Position is the stream sequence of the last event the read model applied.
+	Position() uint64
+	// Ready tells whether the projector has caught up enough to serve reads.
+	Ready() bool
+}
+
+// Deps is what the HTTP API needs from the rest of keysd.
+type Deps struct {
+	// Commands executes create and update.
+	Commands *commands.Handler
+	// ReadModel answers get, list and check, and project lookups.
+	ReadModel projections.ReadModel
+	// Projector keeps ReadModel up to date; requests wait on it for read-your-writes.
+	Projector Waiter
+	// Store is the event store: project lookups the read model cannot answer yet, the stream's
+	// last sequence for the read barrier, and the readiness probe.
+	Store *eventstore.Store
+	// Hasher checks secret server keys, secret API keys and admin tokens.
+	Hasher *domain.Hasher
+	// Logger receives one line per request and the causes of server failures. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// Clock is the time that expiry and admin tokens are checked against. Default time.Now.
+	Clock func() time.Time
+	// ReadBarrier makes every read first wait until the projector has reached the stream's
+	// last sequence, so that a change made through another keysd (each with its own read
+	// model) is seen at once.
+	ReadBarrier bool
+	// Registry is the Prometheus registry served at /metrics and where the API's metrics are
+	// registered. Default: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// WaitTimeout bounds how long a request waits for the projector. Default 5 seconds.
+	WaitTimeout time.Duration
+	// RequestTimeout bounds the work of one API request. Default 20 seconds.
+	RequestTimeout time.Duration
+	// MaxInFlight is how many API requests are handled at once; more are shed with 503
+	// SERVICE_UNAVAILABLE and Retry-After. Default 512.
+	MaxInFlight int
+}
+
+func (d *Deps) setDefaults() {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Clock == nil {
+		d.Clock = time.Now
+	}
+	if d.WaitTimeout == 0 {
+		d.WaitTimeout = 5 * time.Second
+	}
+	if d.RequestTimeout == 0 {
+		d.RequestTimeout = 20 * time.Second
+	}
+	if d.MaxInFlight == 0 {
+		d.MaxInFlight = 512
+	}
+}
+
+// Validate reports every missing dependency and bad setting at once.
+func (d Deps) Validate() error {
+	var errs []error
+	if d.Commands == nil {
+		errs = append(errs, errors.New("api: Commands is required"))
+	}
+	if d.ReadModel == nil {
+		errs = append(errs, errors.New("api: ReadModel is required"))
+	}
+	if d.Projector == nil {
+		errs = append(errs, errors.New("api: Projector is required"))
+	}
+	if d.Store == nil {
+		errs = append(errs, errors.New("api: Store is required"))
+	}
+	if d.Hasher == nil {
+		errs = append(errs, errors.New("api: Hasher is required"))
+	}
+	if d.WaitTimeout < 0 || d.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("api: timeouts must not be negative (wait %s, request %s)", d.WaitTimeout, d.RequestTimeout))
+	}
+	if d.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("api: MaxInFlight must not be negative, got %d", d.MaxInFlight))
+	}
+	return errors.Join(errs...)
+}
+
+// server holds the API's state; its methods are the handlers.
+type server struct {
+	d        Deps
+	log      *slog.Logger
+	projects projectCache
+	metrics  *metrics
+	router   *mux.Router
+	inFlight chan struct{}
+}
+
+// Route names; routeMethodNotAllowed marks a route that only answers 405.
+const routeMethodNotAllowed = "method-not-allowed"
+
+// NewHandler returns keysd's whole HTTP handler: the user-API-key endpoints under /api/v1,
+// GET /healthz, GET /readyz and GET /metrics.
+func NewHandler(d Deps) (http.Handler, error) {
+	d.setDefaults()
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Registry == nil {
+		d.Registry = newDefaultRegistry()
+	}
+	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight)}
+	m, err := newMetrics(d.Registry, d.Projector)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+
+	r := mux.NewRouter()
+	// Unclean paths (//x, /a/../b) are not redirected: they match no route and get a JSON 404.
+	r.SkipClean(true)
+	r.NotFoundHandler = http.HandlerFunc(s.routeNotFound)
+	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
+	r.Use(recordRoute)
+
+	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
+	r.Handle("/metrics", metricsHandler(d.Registry)).Methods(http.MethodGet)
+
+	const keys = "/api/v1/user-api-keys"
+	// The static /check comes before {api_key_id}, for every method: POST is the check, any
+	// other method is 405 rather than a lookup of a key called "check".
+	r.Handle(keys+"/check", s.api(s.checkKey)).Methods(http.MethodPost)
+	r.HandleFunc(keys+"/check", s.methodNotAllowed).Name(routeMethodNotAllowed)
+	r.Handle(keys, s.api(s.listKeys)).Methods(http.MethodGet)
+	r.Handle(keys, s.api(s.createKey)).Methods(http.MethodPost)
+	r.Handle(keys+"/{api_key_id}", s.api(s.getKey)).Methods(http.MethodGet)
+	r.Handle(keys+"/{api_key_id}", s.api(s.updateKey)).Methods(http.MethodPatch)
+	s.router = r
+
+	return s.instrument(r), nil
+}
+
+// NewServer returns an http.Server for h with timeouts and a header limit, so that slow or
+// greedy clients cannot hold its connections or memory.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+// apiHandler is an endpoint of /api/v1, called with the authenticated caller.
+type apiHandler func(w http.ResponseWriter, r *http.Request, caller commands.Caller)
+
+// api wraps an endpoint: load shedding, a bound on the request's work, and authentication.
+func (s *server) api(h apiHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.inFlight <- struct{}{}:
+			defer func() { <-s.inFlight }()
+		default:
+			s.metrics.shed.Inc()
+			writeError(w, r, &apiError{
+				Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable,
+				Message: "The service is overloaded; retry the request.", RetryAfter: retryAfterContention,
+			})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.d.RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+		caller, err := s.authenticate(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if info := infoOf(ctx); info != nil {
+			info.projectID = caller.ProjectID
+		}
+		h(w, r, caller)
+	})
+}
+
+func (s *server) routeNotFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, &apiError{
+		Status: http.StatusNotFound, Code: CodeRouteNotFound,
+		Message: fmt.Sprintf("No route for %s %s.", r.Method, echo(r.URL.Path)),
+	})
+}
+
+func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	allowed := s.allowedMethods(r)
+	if allowed != "" {
+		w.Header().Set("Allow", allowed)
+	}
+	writeError(w, r, &apiError{
+		Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
+		Message: fmt.Sprintf("%s is not allowed on %s.", r.Method, echo(r.URL.Path)),
+	})
+}
+
+// allowedMethods lists the methods a route of this path answers, for the Allow header.
+func (s *server) allowedMethods(r *http.Request) string {
+	var out string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if s.router.Match(probe, &match) && match.MatchErr == nil && match.Route != nil &&
+			match.Route.GetName() != routeMethodNotAllowed {
+			if out != "" {
+				out += ", "
+			}
+			out += m
+		}
+	}
+	return out
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz is 200 when the projector is ready and the event store answers within a second,
+// 503 otherwise.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	details := map[string]any{
+		"projector_ready":    s.d.Projector.Ready(),
+		"projector_position": s.d.Projector.Position(),
+	}
+	last, err := s.d.Store.LastSeq(ctx)
+	if err == nil {
+		details["stream_last_seq"] = last
+	}
+	details["event_store_reachable"] = err == nil
+	if err == nil && details["projector_ready"] == true {
+		details["status"] = "ready"
+		writeJSON(w, http.StatusOK, details)
+		return
+	}
+	msg := "The projector is still catching up with the event stream."
+	if err != nil {
+		msg = "The event store is unreachable."
+	}
+	writeError(w, r, &apiError{
+		Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable,
+		Message: msg, Details: details, RetryAfter: retryAfterUnavailable, cause: err,
+	})
+}

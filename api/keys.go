@@ -1,0 +1,241 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/keyledger/keyledger/commands"
+	"github.com/keyledger/keyledger/domain"
+)
+
+// createKey is POST /user-api-keys: the key object plus, this once, the full secret.
+func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	var b struct {
+		UserID, Description *string
+		ExpiresAt           *time.Time
+		IsPublic            *bool
+	}
+	v := newValidation(r)
+	v.query()
+	v.object(body,
+		stringProperty("user_id", true, &b.UserID, domain.ValidateUserID),
+		stringProperty("description", true, &b.Description, domain.ValidateDescription),
+		millisProperty("expires_at_millis", &b.ExpiresAt),
+		boolProperty("is_public", false, &b.IsPublic),
+	)
+	if err := v.err(); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	created, err := s.d.Commands.CreateKey(r.Context(), caller, commands.NewKey{
+		UserID: *b.UserID, Description: *b.Description, ExpiresAt: b.ExpiresAt,
+		IsPublic: b.IsPublic != nil && *b.IsPublic,
+	})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	// The key exists now, and its secret is in this response only: a projector that is slow to
+	// show it must not cost the client the secret, so a failed wait is logged, not returned.
+	if err := s.waitFor(r.Context(), created.Seq); err != nil {
+		s.log.WarnContext(r.Context(), "created key not yet in the read model",
+			"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
+	}
+	obj := newKeyObject(created.Key)
+	obj.Value = created.Secret
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// listKeys is GET /user-api-keys?user_id=U: the user's keys, newest first.
+func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+	v := newValidation(r)
+	q := v.query("user_id")
+	if err := v.err(); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if _, ok := q["user_id"]; !ok {
+		writeError(w, r, plainSchemaError("user_id is required for user API keys"))
+		return
+	}
+	userID := q.Get("user_id")
+	if err := domain.ValidateUserID("query.user_id", userID); err != nil {
+		v.add(validationMessage(err))
+		writeError(w, r, v.err())
+		return
+	}
+	if err := s.readBarrier(r.Context()); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	views, err := s.d.ReadModel.KeysByUser(r.Context(), caller.ProjectID, userID)
+	if err != nil {
+		writeError(w, r, fmt.Errorf("list keys of a user: %w", err))
+		return
+	}
+	list := keyList{IsPaginated: false, Items: make([]keyObject, 0, len(views))}
+	for _, k := range views {
+		list.Items = append(list.Items, newKeyObject(k.KeySnapshot))
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// getKey is GET /user-api-keys/{api_key_id}.
+func (s *server) getKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+	v := newValidation(r)
+	id := v.keyID()
+	s.optionalUserIDQuery(v)
+	if err := v.err(); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := s.readBarrier(r.Context()); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	key, err := s.key(r.Context(), caller.ProjectID, id)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newKeyObject(key))
+}
+
+// updateKey is PATCH /user-api-keys/{api_key_id}, the seed page: only the fields present are
+// applied, and the response (and every later read) shows the key after the change.
+func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	var u domain.UpdateKey
+	v := newValidation(r)
+	id := v.keyID()
+	s.optionalUserIDQuery(v)
+	v.object(body,
+		stringProperty("description", false, &u.Description, domain.ValidateDescription),
+		boolProperty("revoked", false, &u.Revoked),
+	)
+	if err := v.err(); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	res, err := s.d.Commands.UpdateKey(r.Context(), caller, id, u)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := s.waitFor(r.Context(), res.Seq); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newKeyObject(res.Key))
+}
+
+// checkKey is POST /user-api-keys/check: the key a secret belongs to, if it is valid now.
+// A malformed secret is not looked up; a revoked key is reported before an expired one.
+func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	var secret *string
+	v := newValidation(r)
+	v.query()
+	v.object(body, stringProperty("api_key", true, &secret, nil))
+	if err := v.err(); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	keyID, err := domain.ParseSecretKey(*secret)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := s.readBarrier(r.Context()); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	key, err := s.key(r.Context(), caller.ProjectID, keyID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if !s.d.Hasher.SecretKeyMatches(*secret, key.SecretHash) {
+		writeError(w, r, domain.ErrKeyNotFound)
+		return
+	}
+	if err := domain.RestoreKey(key).Check(s.d.Clock()); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newKeyObject(key))
+}
+
+// optionalUserIDQuery accepts Stack Auth's optional ?user_id= on get and update. As there,
+// it is validated and otherwise ignored: the key id alone names the key in the project.
+func (s *server) optionalUserIDQuery(v *validation) {
+	q := v.query("user_id")
+	if values, ok := q["user_id"]; ok && len(values) == 1 {
+		if err := domain.ValidateUserID("query.user_id", values[0]); err != nil {
+			v.add(validationMessage(err))
+		}
+	}
+}
+
+// key returns one key of a project from the read model or, when the read model does not have
+// it yet (created a moment ago through another keysd), from the event store.
+func (s *server) key(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, error) {
+	view, err := s.d.ReadModel.Key(ctx, projectID, keyID)
+	if err == nil {
+		return view.KeySnapshot, nil
+	}
+	if !errors.Is(err, domain.ErrKeyNotFound) {
+		return domain.KeySnapshot{}, fmt.Errorf("read key %s: %w", keyID, err)
+	}
+	key, _, err := s.d.Commands.LoadKey(ctx, projectID, keyID)
+	if err != nil {
+		return domain.KeySnapshot{}, err
+	}
+	return key.Snapshot(), nil
+}
+
+// readBarrier makes a read see every event appended so far, through any keysd, when the
+// deployment asks for it (Deps.ReadBarrier).
+func (s *server) readBarrier(ctx context.Context) error {
+	if !s.d.ReadBarrier {
+		return nil
+	}
+	seq, err := s.d.Store.LastSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("read barrier: %w", err)
+	}
+	return s.waitFor(ctx, seq)
+}
+
+// waitFor returns once the read model has applied the stream up to seq, or, after
+// Deps.WaitTimeout, an error that maps to 503 with Retry-After.
+func (s *server) waitFor(ctx context.Context, seq uint64) error {
+	if s.d.Projector.Position() >= seq {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.d.WaitTimeout)
+	defer cancel()
+	if err := s.d.Projector.WaitFor(wctx, seq); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("wait for sequence %d: %w", seq, ctx.Err())
+		}
+		return fmt.Errorf("wait for sequence %d: %w (%w)", seq, errProjectorBehind, err)
+	}
+	return nil
+}

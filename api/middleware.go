@@ -1,0 +1,160 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+)
+
+// requestInfo is what the middleware learns about a request while it is handled, for the
+// request log and the metrics.
+type requestInfo struct {
+	id        string
+	route     string // the route template; "unmatched" when no route matched
+	projectID string // once authenticated
+	err       *apiError
+}
+
+type infoKey struct{}
+
+func infoOf(ctx context.Context) *requestInfo {
+	i, _ := ctx.Value(infoKey{}).(*requestInfo)
+	return i
+}
+
+// requestID is the x-stack-request-id of the request ctx belongs to.
+func requestID(ctx context.Context) string {
+	if i := infoOf(ctx); i != nil {
+		return i.id
+	}
+	return ""
+}
+
+func newRequestID() string {
+	if id, err := uuid.NewV7(); err == nil {
+		return id.String()
+	}
+	return uuid.NewString()
+}
+
+// statusWriter records the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines, flushing).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// instrument is the outermost middleware: it gives the request its id and the headers every
+// response carries, turns a panic into a 500, and logs and counts the request.
+func (s *server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &requestInfo{id: newRequestID(), route: "unmatched"}
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+		sw := &statusWriter{ResponseWriter: w}
+		h := w.Header()
+		h.Set(headerRequestID, info.id)
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+
+		s.metrics.inFlight.Inc()
+		defer func() {
+			s.metrics.inFlight.Dec()
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.metrics.panics.Inc()
+				s.log.ErrorContext(r.Context(), "panic while handling a request",
+					"request_id", info.id, "method", r.Method, "route", info.route,
+					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				if sw.status == 0 {
+					writeError(sw, r, internalError(r, fmt.Errorf("panic: %v", p)))
+				}
+			}
+			s.finish(r, sw, info, time.Since(start))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// finish logs a handled request and records its metrics. A 5xx is logged with its cause.
+func (s *server) finish(r *http.Request, sw *statusWriter, info *requestInfo, d time.Duration) {
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	code := strconv.Itoa(status)
+	s.metrics.requests.WithLabelValues(r.Method, info.route, code).Inc()
+	s.metrics.duration.WithLabelValues(r.Method, info.route, code).Observe(d.Seconds())
+
+	attrs := []slog.Attr{
+		slog.String("request_id", info.id),
+		slog.String("method", r.Method),
+		slog.String("route", info.route),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.Int("bytes", sw.bytes),
+	}
+	if info.projectID != "" {
+		attrs = append(attrs, slog.String("project_id", info.projectID))
+	}
+	level := slog.LevelInfo
+	if e := info.err; e != nil {
+		s.metrics.errors.WithLabelValues(e.Code).Inc()
+		attrs = append(attrs, slog.String("code", e.Code))
+		if e.cause != nil {
+			attrs = append(attrs, slog.String("err", e.cause.Error()))
+		}
+		switch {
+		case status >= 500 && isClientGone(r, e.cause):
+			attrs = append(attrs, slog.Bool("client_gone", true))
+		case status == http.StatusServiceUnavailable:
+			level = slog.LevelWarn
+		case status >= 500:
+			level = slog.LevelError
+		}
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// recordRoute notes the template of the route that matched, for logs and metric labels
+// (a template, never a path, so that labels stay few and carry no ids).
+func recordRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if route := mux.CurrentRoute(r); route != nil {
+			if tpl, err := route.GetPathTemplate(); err == nil {
+				if info := infoOf(r.Context()); info != nil {
+					info.route = tpl
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
