@@ -51,7 +51,7 @@ type Deps struct {
 	// model) is seen at once.
 	ReadBarrier bool
 	// Registry is the Prometheus registry served at /metrics and where the API's metrics are
-	// registered. Default: a new registry with the Go and process collectors.
+	// registered, with the Go and process collectors unless it has them. Default: a new one.
 	Registry *prometheus.Registry
 	// WaitTimeout bounds how long a request waits for the projector. Default 5 seconds.
 	WaitTimeout time.Duration
@@ -128,7 +128,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 		return nil, err
 	}
 	if d.Registry == nil {
-		d.Registry = newDefaultRegistry()
+		d.Registry = prometheus.NewRegistry()
 	}
 	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight)}
 	m, err := newMetrics(d.Registry, d.Projector)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
@@ -13,32 +12,12 @@ import (
 
 // createKey is POST /user-api-keys: the key object plus, this once, the full secret.
 func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	body, err := readJSON(w, r)
+	newKey, err := decodeCreate(w, r)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	var b struct {
-		UserID, Description *string
-		ExpiresAt           *time.Time
-		IsPublic            *bool
-	}
-	v := newValidation(r)
-	v.query()
-	v.object(body,
-		stringProperty("user_id", true, &b.UserID, domain.ValidateUserID),
-		stringProperty("description", true, &b.Description, domain.ValidateDescription),
-		millisProperty("expires_at_millis", &b.ExpiresAt),
-		boolProperty("is_public", false, &b.IsPublic),
-	)
-	if err := v.err(); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	created, err := s.d.Commands.CreateKey(r.Context(), caller, commands.NewKey{
-		UserID: *b.UserID, Description: *b.Description, ExpiresAt: b.ExpiresAt,
-		IsPublic: b.IsPublic != nil && *b.IsPublic,
-	})
+	created, err := s.d.Commands.CreateKey(r.Context(), caller, newKey)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -56,20 +35,9 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller comman
 
 // listKeys is GET /user-api-keys?user_id=U: the user's keys, newest first.
 func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	v := newValidation(r)
-	q := v.query("user_id")
-	if err := v.err(); err != nil {
+	userID, err := decodeList(r)
+	if err != nil {
 		writeError(w, r, err)
-		return
-	}
-	if _, ok := q["user_id"]; !ok {
-		writeError(w, r, plainSchemaError("user_id is required for user API keys"))
-		return
-	}
-	userID := q.Get("user_id")
-	if err := domain.ValidateUserID("query.user_id", userID); err != nil {
-		v.add(validationMessage(err))
-		writeError(w, r, v.err())
 		return
 	}
 	if err := s.readBarrier(r.Context()); err != nil {
@@ -90,10 +58,8 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller command
 
 // getKey is GET /user-api-keys/{api_key_id}.
 func (s *server) getKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	v := newValidation(r)
-	id := v.keyID()
-	s.optionalUserIDQuery(v)
-	if err := v.err(); err != nil {
+	id, err := decodeGet(r)
+	if err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -112,20 +78,8 @@ func (s *server) getKey(w http.ResponseWriter, r *http.Request, caller commands.
 // updateKey is PATCH /user-api-keys/{api_key_id}, the seed page: only the fields present are
 // applied, and the response (and every later read) shows the key after the change.
 func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	body, err := readJSON(w, r)
+	id, u, err := decodeUpdate(w, r)
 	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	var u domain.UpdateKey
-	v := newValidation(r)
-	id := v.keyID()
-	s.optionalUserIDQuery(v)
-	v.object(body,
-		stringProperty("description", false, &u.Description, domain.ValidateDescription),
-		boolProperty("revoked", false, &u.Revoked),
-	)
-	if err := v.err(); err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -144,20 +98,12 @@ func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller comman
 // checkKey is POST /user-api-keys/check: the key a secret belongs to, if it is valid now.
 // A malformed secret is not looked up; a revoked key is reported before an expired one.
 func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	body, err := readJSON(w, r)
+	secret, err := decodeCheck(w, r)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	var secret *string
-	v := newValidation(r)
-	v.query()
-	v.object(body, stringProperty("api_key", true, &secret, nil))
-	if err := v.err(); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	keyID, err := domain.ParseSecretKey(*secret)
+	keyID, err := domain.ParseSecretKey(secret)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -171,7 +117,7 @@ func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller command
 		writeError(w, r, err)
 		return
 	}
-	if !s.d.Hasher.SecretKeyMatches(*secret, key.SecretHash) {
+	if !s.d.Hasher.SecretKeyMatches(secret, key.SecretHash) {
 		writeError(w, r, domain.ErrKeyNotFound)
 		return
 	}
@@ -180,17 +126,6 @@ func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller command
 		return
 	}
 	writeJSON(w, http.StatusOK, newKeyObject(key))
-}
-
-// optionalUserIDQuery accepts Stack Auth's optional ?user_id= on get and update. As there,
-// it is validated and otherwise ignored: the key id alone names the key in the project.
-func (s *server) optionalUserIDQuery(v *validation) {
-	q := v.query("user_id")
-	if values, ok := q["user_id"]; ok && len(values) == 1 {
-		if err := domain.ValidateUserID("query.user_id", values[0]); err != nil {
-			v.add(validationMessage(err))
-		}
-	}
 }
 
 // key returns one key of a project from the read model or, when the read model does not have

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyledger/keyledger/projections"
 )
 
 // metrics are the API's Prometheus metrics. Labels are route templates, methods, statuses
@@ -53,9 +55,21 @@ func newMetrics(reg *prometheus.Registry, projector Waiter) (*metrics, error) {
 		Help: "Stream sequence of the last event the read model applied.",
 	}, func() float64 { return float64(projector.Position()) })
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, position} {
+	for _, c := range append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, position},
+		projectorCollectors(projector)...) {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// The runtime's metrics, unless whoever made the registry registered them already.
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			if _, dup := errors.AsType[prometheus.AlreadyRegisteredError](err); !dup {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -64,13 +78,42 @@ func newMetrics(reg *prometheus.Registry, projector Waiter) (*metrics, error) {
 	return m, nil
 }
 
-func newDefaultRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	return reg
+// projectorCollectors exposes the projector's counters when it offers them (the projector of
+// package projections does).
+func projectorCollectors(projector Waiter) []prometheus.Collector {
+	p, ok := projector.(interface {
+		Stats() projections.ProjectorStats
+	})
+	if !ok {
+		return nil
+	}
+	gauge := func(name, help string, f func(projections.ProjectorStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return f(p.Stats()) })
+	}
+	counter := func(name, help string, f func(projections.ProjectorStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return f(p.Stats()) })
+	}
+	return []prometheus.Collector{
+		gauge("keyledger_projector_ready", "1 once the projector has caught up with the stream.",
+			func(s projections.ProjectorStats) float64 {
+				if s.Ready {
+					return 1
+				}
+				return 0
+			}),
+		gauge("keyledger_projector_lag_events", "Events in the stream the read model has not applied yet.",
+			func(s projections.ProjectorStats) float64 { return float64(s.Lag) }),
+		counter("keyledger_projector_events_applied_total", "Events applied to the read model.",
+			func(s projections.ProjectorStats) float64 { return float64(s.EventsApplied) }),
+		counter("keyledger_projector_batches_total", "Batches applied to the read model.",
+			func(s projections.ProjectorStats) float64 { return float64(s.Batches) }),
+		counter("keyledger_projector_poison_total", "Messages on the stream that are not valid events, set aside.",
+			func(s projections.ProjectorStats) float64 { return float64(s.Poison) }),
+		counter("keyledger_projector_failures_total", "Failed attempts to read or apply events (retried).",
+			func(s projections.ProjectorStats) float64 { return float64(s.Failures) }),
+	}
 }
 
 func metricsHandler(reg *prometheus.Registry) http.Handler {

@@ -1,0 +1,113 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/keyledger/keyledger/commands"
+	"github.com/keyledger/keyledger/domain"
+)
+
+// The decoders below turn each endpoint's request into a command or query argument, or into
+// the one error response its params, query and body deserve (see readJSON for the order).
+
+// decodeCreate reads POST /user-api-keys.
+func decodeCreate(w http.ResponseWriter, r *http.Request) (commands.NewKey, error) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		return commands.NewKey{}, err
+	}
+	var b struct {
+		UserID, Description *string
+		ExpiresAt           *time.Time
+		IsPublic            *bool
+	}
+	v := newValidation(r)
+	v.query()
+	v.object(body,
+		stringProperty("user_id", true, &b.UserID, domain.ValidateUserID),
+		stringProperty("description", true, &b.Description, domain.ValidateDescription),
+		millisProperty("expires_at_millis", &b.ExpiresAt),
+		boolProperty("is_public", false, &b.IsPublic),
+	)
+	if err := v.err(); err != nil {
+		return commands.NewKey{}, err
+	}
+	return commands.NewKey{
+		UserID: *b.UserID, Description: *b.Description, ExpiresAt: b.ExpiresAt,
+		IsPublic: b.IsPublic != nil && *b.IsPublic,
+	}, nil
+}
+
+// decodeList reads GET /user-api-keys?user_id=U and returns U.
+func decodeList(r *http.Request) (string, error) {
+	v := newValidation(r)
+	q := v.query("user_id")
+	if err := v.err(); err != nil {
+		return "", err
+	}
+	if _, ok := q["user_id"]; !ok {
+		return "", plainSchemaError("user_id is required for user API keys")
+	}
+	userID := q.Get("user_id")
+	if err := domain.ValidateUserID("query.user_id", userID); err != nil {
+		v.add(validationMessage(err))
+		return "", v.err()
+	}
+	return userID, nil
+}
+
+// decodeGet reads GET /user-api-keys/{api_key_id} and returns the key id.
+func decodeGet(r *http.Request) (string, error) {
+	v := newValidation(r)
+	id := v.keyID()
+	optionalUserIDQuery(v)
+	return id, v.err()
+}
+
+// decodeUpdate reads PATCH /user-api-keys/{api_key_id}.
+func decodeUpdate(w http.ResponseWriter, r *http.Request) (string, domain.UpdateKey, error) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		return "", domain.UpdateKey{}, err
+	}
+	var u domain.UpdateKey
+	v := newValidation(r)
+	id := v.keyID()
+	optionalUserIDQuery(v)
+	v.object(body,
+		stringProperty("description", false, &u.Description, domain.ValidateDescription),
+		boolProperty("revoked", false, &u.Revoked),
+	)
+	if err := v.err(); err != nil {
+		return "", domain.UpdateKey{}, err
+	}
+	return id, u, nil
+}
+
+// decodeCheck reads POST /user-api-keys/check and returns the presented secret.
+func decodeCheck(w http.ResponseWriter, r *http.Request) (string, error) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		return "", err
+	}
+	var secret *string
+	v := newValidation(r)
+	v.query()
+	v.object(body, stringProperty("api_key", true, &secret, nil))
+	if err := v.err(); err != nil {
+		return "", err
+	}
+	return *secret, nil
+}
+
+// optionalUserIDQuery accepts Stack Auth's optional ?user_id= on get and update. As there,
+// it is validated and otherwise ignored: the key id alone names the key in the project.
+func optionalUserIDQuery(v *validation) {
+	q := v.query("user_id")
+	if values, ok := q["user_id"]; ok && len(values) == 1 {
+		if err := domain.ValidateUserID("query.user_id", values[0]); err != nil {
+			v.add(validationMessage(err))
+		}
+	}
+}
