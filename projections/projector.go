@@ -1,0 +1,331 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyledger/keyledger/eventstore"
+)
+
+// ProjectorConfig configures a Projector. Zero fields take their defaults.
+type ProjectorConfig struct {
+	// MaxBatch is the most events applied in one transaction. Default 1000.
+	MaxBatch int
+	// BatchWait is how long to wait for the next event while the stream says more are
+	// pending, before applying what has arrived. Default 10ms. A batch is applied at once
+	// when nothing more is pending, so an idle system projects each event immediately and
+	// a busy one projects everything that arrived during the previous transaction at once.
+	BatchWait time.Duration
+	// IdleWait is how long one read waits for a new event when the projector has caught up.
+	// It bounds nothing a caller sees; it only paces the loop. Default 1s.
+	IdleWait time.Duration
+	// ApplyTimeout bounds one Apply, so that a database that stops answering is retried
+	// rather than waited for. Default 30s.
+	ApplyTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait after a failure (the database or NATS
+	// down), doubling from one to the other. Defaults 50ms and 2s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives failures and poison messages. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *ProjectorConfig) setDefaults() {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 1000
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 10 * time.Millisecond
+	}
+	if c.IdleWait <= 0 {
+		c.IdleWait = time.Second
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 30 * time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 50 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(2*time.Second, c.MinBackoff)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Projector keeps a read model up to date with the event stream: it reads from the read
+// model's checkpoint on, applies events in batches, and survives the database or NATS
+// going away by backing off and reading again from the checkpoint. Commands wait on it
+// (WaitFor) so that a client reads its own writes.
+type Projector struct {
+	store *eventstore.Store
+	rm    ReadModel
+	cfg   ProjectorConfig
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	advanced chan struct{} // closed and replaced whenever position changes
+	position atomic.Uint64
+	ready    atomic.Bool
+	target   atomic.Uint64 // the stream's last sequence when the projector (re)started reading
+
+	applied, batches, poison, failures atomic.Uint64
+	lastBatch, lag                     atomic.Uint64
+}
+
+// ProjectorStats are a projector's counters since it was created, for metrics.
+type ProjectorStats struct {
+	// Position is the read model's checkpoint as last seen.
+	Position uint64
+	// Ready tells whether the projector has caught up with the stream since it started.
+	Ready bool
+	// EventsApplied counts events this projector applied to the read model.
+	EventsApplied uint64
+	// Batches counts the transactions that applied them.
+	Batches uint64
+	// LastBatchSize is the number of events in the latest batch.
+	LastBatchSize uint64
+	// Poison counts messages that were not valid events: set aside, not applied.
+	Poison uint64
+	// Failures counts failed reads and applies (each followed by a retry).
+	Failures uint64
+	// Lag is how many messages followed the last one read, in the stream, when it was read.
+	Lag uint64
+}
+
+// NewProjector returns a projector of the store's events into rm; Run starts it.
+func NewProjector(store *eventstore.Store, rm ReadModel, cfg ProjectorConfig) *Projector {
+	cfg.setDefaults()
+	return &Projector{store: store, rm: rm, cfg: cfg, log: cfg.Logger, advanced: make(chan struct{})}
+}
+
+// Position is the read model's checkpoint as the projector last saw it: every event up to
+// it is visible in the read model.
+func (p *Projector) Position() uint64 { return p.position.Load() }
+
+// Ready tells whether the projector has caught up with the stream at least once since it
+// started, so that the read model is recent enough to serve.
+func (p *Projector) Ready() bool { return p.ready.Load() }
+
+// Stats returns the projector's counters.
+func (p *Projector) Stats() ProjectorStats {
+	return ProjectorStats{
+		Position:      p.position.Load(),
+		Ready:         p.ready.Load(),
+		EventsApplied: p.applied.Load(),
+		Batches:       p.batches.Load(),
+		LastBatchSize: p.lastBatch.Load(),
+		Poison:        p.poison.Load(),
+		Failures:      p.failures.Load(),
+		Lag:           p.lag.Load(),
+	}
+}
+
+// WaitFor blocks until the read model holds every event up to stream sequence seq, or ctx
+// is done. Any number of callers may wait at once.
+func (p *Projector) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		p.mu.Lock()
+		ch, pos := p.advanced, p.position.Load()
+		p.mu.Unlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for event %d to be projected (at %d): %w", seq, pos, ctx.Err())
+		}
+	}
+}
+
+// setPosition records the read model's checkpoint and wakes the waiters. It may go back:
+// a rebuilt read model swapped in under a running projector starts where its rebuild ended.
+func (p *Projector) setPosition(pos uint64) {
+	if p.position.Load() == pos {
+		return
+	}
+	p.mu.Lock()
+	p.position.Store(pos)
+	close(p.advanced)
+	p.advanced = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// Run projects until ctx is done, and then returns ctx's error. Failures never stop it:
+// they are logged, counted, and retried after a backoff from the read model's checkpoint.
+func (p *Projector) Run(ctx context.Context) error {
+	backoff := p.cfg.MinBackoff
+	var (
+		from    uint64 // where to read from next; 0: from the read model's checkpoint
+		lastGap *GapError
+	)
+	for ctx.Err() == nil {
+		progressed, next, err := p.follow(ctx, from)
+		from = next
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		var gap *GapError
+		if errors.As(err, &gap) {
+			// The read model went back (a rebuild was swapped in): read again from its
+			// checkpoint, at once. The same gap twice in a row means the stream itself
+			// lacks the events in between, which nothing here can repair.
+			repeated := !progressed && lastGap != nil && *lastGap == *gap
+			lastGap = gap
+			if !repeated {
+				p.log.Info("projector: the read model is behind what was read; reading again from its checkpoint",
+					"checkpoint", gap.Checkpoint, "offered", gap.Offered)
+				continue
+			}
+			p.log.Error("projector: the stream has no events between the read model's checkpoint and the next one",
+				"checkpoint", gap.Checkpoint, "next", gap.Offered)
+		}
+		p.failures.Add(1)
+		if progressed {
+			backoff = p.cfg.MinBackoff
+		}
+		p.log.Warn("projector: retrying", "error", err, "after", backoff)
+		sleep(ctx, jitter(backoff))
+		backoff = min(2*backoff, p.cfg.MaxBackoff)
+	}
+	return ctx.Err()
+}
+
+// follow reads the stream from `from` (0: the read model's checkpoint + 1) and applies it
+// until something fails. It returns whether it applied anything, and where to read from
+// next (0: the read model's checkpoint again).
+func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, next uint64, err error) {
+	if from == 0 {
+		cp, err := p.rm.Checkpoint(ctx)
+		if err != nil {
+			return false, 0, err
+		}
+		p.setPosition(cp)
+		from = cp + 1
+	}
+	if !p.ready.Load() {
+		last, err := p.store.LastSeq(ctx)
+		if err != nil {
+			return false, 0, err
+		}
+		p.target.Store(last)
+		p.markReadyIfCaughtUp()
+		if pos := p.position.Load(); pos > last {
+			p.log.Warn("projector: the read model is ahead of the stream: is it the read model of another stream?",
+				"checkpoint", pos, "stream_last_seq", last)
+		}
+	}
+	sub, err := p.store.Subscribe(ctx, from)
+	if err != nil {
+		return false, 0, err
+	}
+	defer sub.Stop()
+	batch := make([]eventstore.RecordedEvent, 0, p.cfg.MaxBatch)
+	for {
+		batch, err = p.collect(ctx, sub, batch[:0])
+		if err != nil {
+			return progressed, 0, err
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		_, err := p.apply(ctx, batch)
+		var gap *GapError
+		if errors.As(err, &gap) {
+			p.setPosition(gap.Checkpoint)
+			return progressed, gap.Checkpoint + 1, gap
+		}
+		if err != nil {
+			return progressed, 0, err
+		}
+		progressed = true
+		if last := batch[len(batch)-1]; last.Pending == 0 {
+			p.ready.Store(true)
+		}
+		p.markReadyIfCaughtUp()
+		if ctx.Err() != nil {
+			return progressed, 0, nil
+		}
+	}
+}
+
+// markReadyIfCaughtUp sets ready once the position has reached the stream's last sequence
+// as it was when the projector started reading.
+func (p *Projector) markReadyIfCaughtUp() {
+	if p.position.Load() >= p.target.Load() {
+		p.ready.Store(true)
+	}
+}
+
+// collect reads one batch: it waits for a first event, then takes events for as long as
+// the stream says more are pending, up to MaxBatch. It returns an empty batch when nothing
+// arrived within IdleWait, and an error only when the subscription failed.
+func (p *Projector) collect(ctx context.Context, sub *eventstore.Subscription, batch []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, error) {
+	wait := p.cfg.IdleWait
+	for len(batch) < p.cfg.MaxBatch {
+		r, err := sub.Next(ctx, wait)
+		if errors.Is(err, eventstore.ErrNoMessage) {
+			return batch, nil
+		}
+		if err != nil {
+			return batch, err
+		}
+		batch = append(batch, r)
+		p.lag.Store(r.Pending)
+		if r.Pending == 0 {
+			break
+		}
+		wait = p.cfg.BatchWait
+	}
+	return batch, nil
+}
+
+// apply hands a batch to the read model and counts what it did.
+func (p *Projector) apply(ctx context.Context, batch []eventstore.RecordedEvent) (uint64, error) {
+	before := p.position.Load()
+	actx, cancel := context.WithTimeout(ctx, p.cfg.ApplyTimeout)
+	cp, err := p.rm.Apply(actx, batch)
+	cancel()
+	if err != nil {
+		return cp, err
+	}
+	var applied uint64
+	for _, r := range batch {
+		if r.Seq <= before || r.Seq > cp {
+			continue
+		}
+		if r.Err != nil {
+			p.poison.Add(1)
+			p.log.Warn("projector: set aside a message that is not a valid event",
+				"seq", r.Seq, "subject", r.Subject, "error", r.Err)
+			continue
+		}
+		applied++
+	}
+	p.applied.Add(applied)
+	p.batches.Add(1)
+	p.lastBatch.Store(uint64(len(batch)))
+	p.setPosition(cp)
+	return cp, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// jitter spreads retries of several instances over ±20% of d.
+func jitter(d time.Duration) time.Duration {
+	return d - d/5 + rand.N(2*d/5+1)
+}

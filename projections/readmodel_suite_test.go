@@ -1,0 +1,803 @@
+package projections
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/testenv"
+)
+
+// The read-model conformance suite: every behaviour of ReadModel is tested once here and
+// run against each implementation.
+
+func TestMemoryReadModel(t *testing.T) {
+	t.Parallel()
+	runReadModelSuite(t, func(t *testing.T) ReadModel { return NewMemory() })
+}
+
+func TestPostgresReadModel(t *testing.T) {
+	t.Parallel()
+	runReadModelSuite(t, newPostgres)
+}
+
+// newPostgres opens a read model in a fresh database of its own.
+func newPostgres(t *testing.T) ReadModel {
+	t.Helper()
+	return openPostgres(t, testenv.Postgres(t), PostgresConfig{})
+}
+
+func openPostgres(t *testing.T, url string, cfg PostgresConfig) *Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pg, err := OpenPostgres(ctx, url, cfg)
+	if err != nil {
+		t.Fatalf("open PostgreSQL read model: %v", err)
+	}
+	t.Cleanup(pg.Close)
+	return pg
+}
+
+func runReadModelSuite(t *testing.T, newRM func(t *testing.T) ReadModel) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, rm ReadModel)
+	}{
+		{"EmptyReadModel", testEmptyReadModel},
+		{"CreateProjectAndKey", testCreateProjectAndKey},
+		{"KeysByUserNewestFirst", testKeysByUserNewestFirst},
+		{"DescriptionChanged", testDescriptionChanged},
+		{"RevokeKeepsFirstTimestamp", testRevokeKeepsFirstTimestamp},
+		{"ReapplyingIsIdempotent", testReapplyingIsIdempotent},
+		{"GapIsRefused", testGapIsRefused},
+		{"PoisonAdvancesCheckpoint", testPoisonAdvancesCheckpoint},
+		{"EventsTheAggregateRejectsAreIgnored", testEventsTheAggregateRejectsAreIgnored},
+		{"NotFound", testNotFound},
+		{"EachKey", testEachKey},
+		{"TimesRoundTripInUTCMilliseconds", testTimesRoundTrip},
+		{"LargeBatchMatchesFold", testLargeBatchMatchesFold},
+		{"ReadsDuringApply", testReadsDuringApply},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.run(t, newRM(t))
+		})
+	}
+}
+
+func testEmptyReadModel(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	if cp, err := rm.Checkpoint(ctx); err != nil || cp != 0 {
+		t.Fatalf("Checkpoint = %d, %v; want 0", cp, err)
+	}
+	if cp, err := rm.Apply(ctx, nil); err != nil || cp != 0 {
+		t.Fatalf("Apply(nothing) = %d, %v; want 0", cp, err)
+	}
+	if keys, err := rm.KeysByUser(ctx, newUUID(), "u"); err != nil || len(keys) != 0 {
+		t.Fatalf("KeysByUser = %v, %v; want none", keys, err)
+	}
+}
+
+func testCreateProjectAndKey(t *testing.T, rm ReadModel) {
+	h := newHistory(t)
+	p := h.createProject("acme")
+	expires := h.now.Add(30 * 24 * time.Hour)
+	k := h.createKey(p, "user-1", "ci deploys", withExpiry(expires), public())
+	h.applyAll(rm)
+
+	h.assertKey(rm, p, k)
+	got, err := rm.Project(context.Background(), p)
+	if err != nil {
+		t.Fatalf("Project: %v", err)
+	}
+	if want := h.projects[p]; describeProject(got) != describeProject(want) {
+		t.Errorf("Project = %s\nwant      %s", describeProject(got), describeProject(want))
+	}
+	h.assertCheckpoint(rm, h.seq)
+}
+
+func testKeysByUserNewestFirst(t *testing.T, rm ReadModel) {
+	h := newHistory(t)
+	p, other := h.createProject("acme"), h.createProject("other")
+	oldest := h.createKey(p, "u", "oldest")
+	h.tick(time.Second)
+	middle := h.createKey(p, "u", "middle")
+	h.revoke(p, middle)
+	sameMilli := h.createKey(p, "u", "same millisecond, created later") // same created_at: the later event is newer
+	h.tick(time.Hour)
+	newest := h.createKey(p, "u", "newest", withExpiry(h.now.Add(-time.Minute))) // expired already
+	h.tick(-30 * time.Minute)                                                    // another instance's clock
+	lateButOlder := h.createKey(p, "u", "appended last, created earlier")
+	h.createKey(p, "someone else", "not theirs")
+	h.createKey(other, "u", "same user id, another project")
+	h.applyAll(rm)
+
+	got, err := rm.KeysByUser(context.Background(), p, "u")
+	if err != nil {
+		t.Fatalf("KeysByUser: %v", err)
+	}
+	want := []string{newest, lateButOlder, sameMilli, middle, oldest}
+	if ids := keyIDs(got); !slices.Equal(ids, want) {
+		t.Fatalf("KeysByUser order = %v\nwant %v", h.describeIDs(ids), h.describeIDs(want))
+	}
+	for _, v := range got {
+		h.assertView(v, p, v.ID)
+	}
+	if got[3].RevokedAt == nil {
+		t.Errorf("revoked key listed without its revocation")
+	}
+}
+
+func testDescriptionChanged(t *testing.T, rm ReadModel) {
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "before")
+	h.applyAll(rm)
+	h.rename(p, k, "after")
+	h.applyAll(rm)
+	v := h.assertKey(rm, p, k)
+	if v.Description != "after" || v.Version != 2 || v.LastSeq != h.seq {
+		t.Errorf("after rename: description %q version %d last seq %d; want %q 2 %d", v.Description, v.Version, v.LastSeq, "after", h.seq)
+	}
+	h.rename(p, k, "")
+	h.applyAll(rm)
+	h.assertKey(rm, p, k)
+}
+
+func testRevokeKeepsFirstTimestamp(t *testing.T, rm ReadModel) {
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "to revoke")
+	h.tick(time.Minute)
+	first := h.revoke(p, k)
+	h.applyAll(rm)
+	v := h.assertKey(rm, p, k)
+	if v.RevokedAt == nil || !v.RevokedAt.Equal(first) {
+		t.Fatalf("RevokedAt = %v, want %v", v.RevokedAt, first)
+	}
+	// The domain emits no second KeyRevoked, but the stream may hold one (an older writer,
+	// a hand-made event): the first revocation still wins, and the version moves on.
+	h.tick(time.Hour)
+	h.appendKeyEvent(p, k, domain.KeyRevoked{RevokedAt: h.now})
+	h.rename(p, k, "renamed after revocation")
+	h.applyAll(rm)
+	v = h.assertKey(rm, p, k)
+	if !v.RevokedAt.Equal(first) || v.Version != 4 {
+		t.Fatalf("after a second revocation: RevokedAt %v version %d; want %v 4", v.RevokedAt, v.Version, first)
+	}
+}
+
+func testReapplyingIsIdempotent(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "one")
+	h.rename(p, k, "two")
+	batch := slices.Clone(h.events)
+	h.applyAll(rm)
+	for range 2 {
+		cp, err := rm.Apply(ctx, batch)
+		if err != nil || cp != h.seq {
+			t.Fatalf("re-Apply = %d, %v; want %d, nil", cp, err, h.seq)
+		}
+	}
+	h.assertKey(rm, p, k)
+
+	// A batch that overlaps the checkpoint applies only its new part.
+	h.rename(p, k, "three")
+	overlap := append(slices.Clone(batch[1:]), h.pending()...)
+	if cp, err := rm.Apply(ctx, overlap); err != nil || cp != h.seq {
+		t.Fatalf("Apply(overlapping) = %d, %v; want %d, nil", cp, err, h.seq)
+	}
+	h.applied = len(h.events)
+	v := h.assertKey(rm, p, k)
+	if v.Version != 3 {
+		t.Errorf("version %d after overlapping batch, want 3", v.Version)
+	}
+	h.assertKeysByUser(rm, p, "u")
+}
+
+func testGapIsRefused(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "one")
+	early := h.pending()
+	h.applied = len(h.events)
+
+	// Nothing applied yet: a batch starting at 2 leaves out 1.
+	_, err := rm.Apply(ctx, early[1:])
+	var gap *GapError
+	if !errors.As(err, &gap) || gap.Checkpoint != 0 || gap.Offered != 2 {
+		t.Fatalf("Apply(from 2) on an empty read model = %v; want GapError{0, 2}", err)
+	}
+	if _, err := rm.Key(ctx, p, k); !errors.Is(err, domain.ErrKeyNotFound) {
+		t.Fatalf("a refused batch was applied: Key = %v", err)
+	}
+	if _, err := rm.Apply(ctx, early); err != nil {
+		t.Fatal(err)
+	}
+
+	h.rename(p, k, "two")
+	h.rename(p, k, "three")
+	later := h.pending()
+	h.applied = len(h.events)
+	cp, err := rm.Apply(ctx, later[1:])
+	if !errors.As(err, &gap) || *gap != (GapError{Checkpoint: 2, Offered: 4}) {
+		t.Fatalf("Apply(from 4) at checkpoint 2 = %d, %v; want GapError{2, 4}", cp, err)
+	}
+	if !strings.Contains(err.Error(), "read again from 3") {
+		t.Errorf("GapError says %q; want it to say where to read from", err)
+	}
+	h.assertCheckpoint(rm, 2)
+	if v, _ := rm.Key(ctx, p, k); v.Description != "one" {
+		t.Fatalf("a refused batch was applied: description %q", v.Description)
+	}
+	if cp, err := rm.Apply(ctx, later); err != nil || cp != 4 {
+		t.Fatalf("Apply(from 3) = %d, %v", cp, err)
+	}
+	h.assertKey(rm, p, k)
+}
+
+func testPoisonAdvancesCheckpoint(t *testing.T, rm ReadModel) {
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "one")
+	h.poison(p)
+	h.rename(p, k, "two")
+	h.applyAll(rm)
+	h.assertCheckpoint(rm, 4)
+	h.assertKey(rm, p, k)
+
+	h.poison(p) // a batch of poison only
+	h.applyAll(rm)
+	h.assertCheckpoint(rm, 5)
+}
+
+func testEventsTheAggregateRejectsAreIgnored(t *testing.T, rm ReadModel) {
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "one")
+	created := h.events[len(h.events)-1].Event
+
+	// A second creation of the same key with other content.
+	dup := created
+	dup.ID, dup.UserID = newUUID(), "intruder"
+	h.appendRaw(dup)
+	// A change skipping a version, and one of a key that does not exist.
+	h.appendRawKeyEvent(p, k, 5, domain.DescriptionChanged{Old: "one", New: "skipped a version"})
+	ghost := newUUID()
+	h.appendRawKeyEvent(p, ghost, 2, domain.DescriptionChanged{Old: "", New: "ghost"})
+	// Text PostgreSQL cannot store.
+	h.appendRawKeyEvent(p, k, 2, domain.DescriptionChanged{Old: "one", New: "nul\x00byte"})
+	// A second creation of the project.
+	proj := h.events[0].Event
+	proj.ID = newUUID()
+	proj.Data = domain.ProjectCreated{Name: "hijacked", ServerKeyID: "x", ServerKeyHash: "y", CreatedAt: h.now}
+	h.appendRaw(proj)
+	// And then a valid change, which applies.
+	h.rename(p, k, "two")
+	h.applyAll(rm)
+
+	h.assertCheckpoint(rm, h.seq)
+	v := h.assertKey(rm, p, k)
+	if v.UserID != "u" || v.Description != "two" || v.Version != 2 {
+		t.Errorf("key = user %q description %q version %d; want u, two, 2", v.UserID, v.Description, v.Version)
+	}
+	if _, err := rm.Key(context.Background(), p, ghost); !errors.Is(err, domain.ErrKeyNotFound) {
+		t.Errorf("a change of a key that does not exist created it: %v", err)
+	}
+	got, _ := rm.Project(context.Background(), p)
+	if got.Name != "acme" {
+		t.Errorf("project name %q, want the first creation's", got.Name)
+	}
+	h.assertKeysByUser(rm, p, "u")
+	h.assertKeysByUser(rm, p, "intruder")
+}
+
+func testNotFound(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	h := newHistory(t)
+	p, other := h.createProject("acme"), h.createProject("other")
+	k := h.createKey(p, "u", "one")
+	h.applyAll(rm)
+
+	for _, c := range []struct{ project, key string }{
+		{p, newUUID()},          // no such key
+		{other, k},              // another project's key
+		{newUUID(), k},          // no such project
+		{p, strings.ToUpper(k)}, // ids are compared exactly
+		{p, "not-a-uuid"},
+	} {
+		if v, err := rm.Key(ctx, c.project, c.key); !errors.Is(err, domain.ErrKeyNotFound) {
+			t.Errorf("Key(%s, %s) = %+v, %v; want ErrKeyNotFound", c.project, c.key, v, err)
+		}
+	}
+	if _, err := rm.Project(ctx, newUUID()); !errors.Is(err, domain.ErrProjectNotFound) {
+		t.Errorf("Project(unknown) = %v, want ErrProjectNotFound", err)
+	}
+	if keys, err := rm.KeysByUser(ctx, other, "u"); err != nil || len(keys) != 0 {
+		t.Errorf("KeysByUser(other project) = %v, %v; want none", keys, err)
+	}
+}
+
+func testEachKey(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	h := newHistory(t)
+	p, other := h.createProject("acme"), h.createProject("other")
+	var want []string
+	for i := range 1100 { // more than one page or chunk
+		project := p
+		if i%3 == 0 {
+			project = other
+		}
+		want = append(want, h.createKey(project, fmt.Sprintf("user-%d", i%7), "key"))
+	}
+	h.revoke(p, want[1])
+	h.applyAll(rm)
+
+	var got []string
+	err := rm.EachKey(ctx, func(v KeyView) error {
+		got = append(got, v.ID)
+		h.assertView(v, v.ProjectID, v.ID)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("EachKey: %v", err)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("EachKey visited %d keys, want each of %d once", len(got), len(want))
+	}
+
+	stop := errors.New("stop")
+	calls := 0
+	err = rm.EachKey(ctx, func(KeyView) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("EachKey after fn failed: %v after %d calls; want fn's error after 1", err, calls)
+	}
+}
+
+func testTimesRoundTrip(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	h := newHistory(t)
+	kolkata := time.FixedZone("IST", 5*3600+30*60)
+	h.now = time.Date(2024, 2, 29, 23, 59, 59, 987_654_321, kolkata) // sub-millisecond, not UTC
+	p := h.createProject("acme")
+	cases := []struct {
+		name    string
+		expires time.Time
+	}{
+		{"sub-millisecond in another zone", time.Date(2030, 1, 1, 0, 0, 0, 123_456_789, kolkata)},
+		{"far future", time.Date(9999, 12, 31, 23, 59, 59, 999_000_000, time.UTC)},
+		{"before 1970", time.Date(1969, 7, 20, 20, 17, 40, 5_000_000, time.UTC)},
+		{"before 2000 with millis", time.Date(1999, 12, 31, 23, 59, 59, 999_000_000, time.UTC)},
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		ids[i] = h.createKey(p, "u", c.name, withExpiry(c.expires))
+	}
+	h.revoke(p, ids[0])
+	h.applyAll(rm)
+	for i, c := range cases {
+		v, err := rm.Key(ctx, p, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := c.expires.UTC().Truncate(time.Millisecond)
+		if v.ExpiresAt == nil || !v.ExpiresAt.Equal(want) || v.ExpiresAt.Location() != time.UTC {
+			t.Errorf("%s: ExpiresAt = %v, want %v in UTC", c.name, v.ExpiresAt, want)
+		}
+		if created := h.now.UTC().Truncate(time.Millisecond); !v.CreatedAt.Equal(created) || v.CreatedAt.Location() != time.UTC {
+			t.Errorf("%s: CreatedAt = %v, want %v in UTC", c.name, v.CreatedAt, created)
+		}
+		h.assertView(v, p, ids[i])
+	}
+	proj, err := rm.Project(ctx, p)
+	if err != nil || proj.CreatedAt.Location() != time.UTC || !proj.CreatedAt.Equal(h.now.Truncate(time.Millisecond)) {
+		t.Errorf("Project CreatedAt = %v, %v; want %v in UTC", proj.CreatedAt, err, h.now.UTC().Truncate(time.Millisecond))
+	}
+}
+
+func testLargeBatchMatchesFold(t *testing.T, rm ReadModel) {
+	ctx := context.Background()
+	h := newHistory(t)
+	projects := []string{h.createProject("a"), h.createProject("b")}
+	var keys [][2]string
+	for i := range 3000 {
+		h.tick(time.Duration(i%3) * time.Millisecond)
+		switch {
+		case i%4 != 3 || len(keys) == 0:
+			p := projects[i%2]
+			keys = append(keys, [2]string{p, h.createKey(p, fmt.Sprintf("u%d", i%11), fmt.Sprint("key ", i))})
+		case i%8 == 3:
+			k := keys[(i*7)%len(keys)]
+			h.rename(k[0], k[1], fmt.Sprint("renamed at ", i))
+		default:
+			k := keys[(i*13)%len(keys)]
+			h.revoke(k[0], k[1])
+		}
+		if i%997 == 0 {
+			h.poison(projects[0])
+		}
+	}
+	// Three uneven batches, each changing some keys several times over.
+	events := h.pending()
+	h.applied = len(h.events)
+	for _, part := range [][]eventstore.RecordedEvent{events[:1234], events[1234:1235], events[1235:]} {
+		if _, err := rm.Apply(ctx, part); err != nil {
+			t.Fatalf("Apply: %v", err)
+		}
+	}
+	h.assertCheckpoint(rm, h.seq)
+	n := 0
+	if err := rm.EachKey(ctx, func(v KeyView) error { n++; h.assertView(v, v.ProjectID, v.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(keys) {
+		t.Errorf("read model has %d keys, the stream %d", n, len(keys))
+	}
+	for u := range 11 {
+		h.assertKeysByUser(rm, projects[u%2], fmt.Sprintf("u%d", u))
+	}
+}
+
+func testReadsDuringApply(t *testing.T, rm ReadModel) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "v0")
+	h.applyAll(rm)
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			last := 0
+			for ctx.Err() == nil {
+				v, err := rm.Key(ctx, p, k)
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("Key during Apply: %v", err)
+					}
+					return
+				}
+				if v.Version < last {
+					t.Errorf("version went back from %d to %d", last, v.Version)
+				}
+				last = v.Version
+				if _, err := rm.KeysByUser(ctx, p, "u"); err != nil && ctx.Err() == nil {
+					t.Errorf("KeysByUser during Apply: %v", err)
+				}
+			}
+		})
+	}
+	for i := range 50 {
+		h.rename(p, k, fmt.Sprint("v", i+1))
+		h.applyAll(rm)
+	}
+	cancel()
+	wg.Wait()
+	h.assertKey(rm, p, k)
+}
+
+// history builds a stream of events with the domain's own decisions, numbers them as the
+// event store would, and folds them into the state every read model must show.
+type history struct {
+	t        *testing.T
+	seq      uint64
+	now      time.Time
+	events   []eventstore.RecordedEvent
+	applied  int // events handed to the read model so far
+	keys     map[string]*domain.Key
+	lastSeq  map[string]uint64
+	created  map[string]uint64 // key id -> stream sequence of its creation
+	projects map[string]domain.ProjectSnapshot
+	names    map[string]string // key id -> description at creation, for messages
+}
+
+func newHistory(t *testing.T) *history {
+	return &history{
+		t: t, now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
+		keys: map[string]*domain.Key{}, lastSeq: map[string]uint64{}, created: map[string]uint64{},
+		projects: map[string]domain.ProjectSnapshot{}, names: map[string]string{},
+	}
+}
+
+func (h *history) meta() domain.Meta {
+	return domain.Meta{
+		Time: h.now, Actor: domain.Actor{Type: domain.ActorOperator, ID: "test"},
+		RequestID: "req-" + newUUID(), NewID: newUUID,
+	}
+}
+
+func (h *history) tick(d time.Duration) { h.now = h.now.Add(d) }
+
+// record numbers an event and decodes it back from its stored form, as a reader gets it.
+func (h *history) record(e domain.Event) eventstore.RecordedEvent {
+	h.t.Helper()
+	raw, err := domain.MarshalEvent(e)
+	if err != nil {
+		h.t.Fatalf("marshal %s: %v", e.Type, err)
+	}
+	h.seq++
+	r := eventstore.RecordedEvent{Seq: h.seq, Raw: raw, Time: h.now}
+	if e.KeyID != "" {
+		r.Subject = "keyledger.key." + e.ProjectID + "." + e.KeyID + "." + string(e.Type)
+	} else {
+		r.Subject = "keyledger.project." + e.ProjectID + "." + string(e.Type)
+	}
+	r.Event, r.Err = domain.UnmarshalEvent(raw)
+	if r.Err != nil {
+		h.t.Fatalf("unmarshal %s: %v", e.Type, r.Err)
+	}
+	h.events = append(h.events, r)
+	return r
+}
+
+func (h *history) createProject(name string) string {
+	h.t.Helper()
+	id := newUUID()
+	e, err := domain.DecideCreateProject(domain.CreateProject{ProjectID: id, Name: name, ServerKeyID: newUUID(), ServerKeyHash: strings.Repeat("ab", 32)}, h.meta())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r := h.record(e)
+	snap, err := domain.ProjectFromEvent(r.Event)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.projects[id] = snap
+	return id
+}
+
+type keyOption func(*domain.CreateKey)
+
+func withExpiry(t time.Time) keyOption { return func(c *domain.CreateKey) { c.ExpiresAt = &t } }
+func public() keyOption                { return func(c *domain.CreateKey) { c.IsPublic = true } }
+
+func (h *history) createKey(project, user, description string, opts ...keyOption) string {
+	h.t.Helper()
+	id := newUUID()
+	hash := make([]byte, 32)
+	_, _ = rand.Read(hash)
+	c := domain.CreateKey{ProjectID: project, KeyID: id, UserID: user, Description: description,
+		SecretHash: fmt.Sprintf("%x", hash), LastFour: fmt.Sprintf("%04x", hash[0:2])}
+	for _, o := range opts {
+		o(&c)
+	}
+	e, err := domain.DecideCreateKey(c, h.meta())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.evolve(h.record(e))
+	h.names[id] = description
+	return id
+}
+
+func (h *history) update(project, key string, u domain.UpdateKey) {
+	h.t.Helper()
+	events, err := h.keys[key].DecideUpdate(u, h.meta())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, e := range events {
+		h.evolve(h.record(e))
+	}
+}
+
+func (h *history) rename(project, key, description string) {
+	h.update(project, key, domain.UpdateKey{Description: &description})
+}
+
+// revoke revokes a key and returns the revocation time as the read models store it.
+func (h *history) revoke(project, key string) time.Time {
+	revoked := true
+	h.update(project, key, domain.UpdateKey{Revoked: &revoked})
+	return h.now.UTC().Truncate(time.Millisecond)
+}
+
+// appendKeyEvent appends an event the domain would not decide, at the key's next version.
+func (h *history) appendKeyEvent(project, key string, data domain.EventData) {
+	h.t.Helper()
+	h.evolve(h.appendRawKeyEvent(project, key, h.keys[key].Version()+1, data))
+}
+
+// appendRawKeyEvent appends a hand-made key event without folding it.
+func (h *history) appendRawKeyEvent(project, key string, version int, data domain.EventData) eventstore.RecordedEvent {
+	user := "u"
+	if k := h.keys[key]; k != nil {
+		user = k.Snapshot().UserID
+	}
+	e := domain.Event{
+		ID: newUUID(), SchemaVersion: domain.CurrentSchemaVersion, ProjectID: project, KeyID: key,
+		UserID: user, Version: version, Time: h.now, Actor: domain.Actor{Type: domain.ActorOperator, ID: "test"},
+		RequestID: "hand-made", Data: data,
+	}
+	switch data.(type) {
+	case domain.DescriptionChanged:
+		e.Type = domain.TypeDescriptionChanged
+	case domain.KeyRevoked:
+		e.Type = domain.TypeKeyRevoked
+	default:
+		h.t.Fatalf("appendRawKeyEvent: unexpected %T", data)
+	}
+	return h.appendRaw(e)
+}
+
+func (h *history) appendRaw(e domain.Event) eventstore.RecordedEvent { return h.record(e) }
+
+// poison appends a message that is not an event.
+func (h *history) poison(project string) {
+	h.seq++
+	raw := []byte("garbage {")
+	_, err := domain.UnmarshalEvent(raw)
+	h.events = append(h.events, eventstore.RecordedEvent{
+		Seq: h.seq, Subject: "keyledger.key." + project + "." + newUUID() + ".KeyRevoked",
+		Raw: raw, Err: err, Time: h.now,
+	})
+}
+
+func (h *history) evolve(r eventstore.RecordedEvent) {
+	h.t.Helper()
+	next, err := domain.EvolveKey(h.keys[r.Event.KeyID], r.Event)
+	if err != nil {
+		h.t.Fatalf("fold %s: %v", r.Event.Type, err)
+	}
+	h.keys[r.Event.KeyID] = next
+	h.lastSeq[r.Event.KeyID] = r.Seq
+	if r.Event.Type == domain.TypeKeyCreated {
+		h.created[r.Event.KeyID] = r.Seq
+	}
+}
+
+// pending returns the events not yet handed to a read model.
+func (h *history) pending() []eventstore.RecordedEvent {
+	return slices.Clone(h.events[h.applied:])
+}
+
+// applyAll applies the pending events as one batch and checks the returned checkpoint.
+func (h *history) applyAll(rm ReadModel) {
+	h.t.Helper()
+	cp, err := rm.Apply(context.Background(), h.pending())
+	if err != nil {
+		h.t.Fatalf("Apply: %v", err)
+	}
+	if cp != h.seq {
+		h.t.Fatalf("Apply returned checkpoint %d, want %d", cp, h.seq)
+	}
+	h.applied = len(h.events)
+}
+
+func (h *history) assertCheckpoint(rm ReadModel, want uint64) {
+	h.t.Helper()
+	if cp, err := rm.Checkpoint(context.Background()); err != nil || cp != want {
+		h.t.Fatalf("Checkpoint = %d, %v; want %d", cp, err, want)
+	}
+}
+
+// want is the key as the fold of the stream has it, with times at millisecond precision.
+func (h *history) want(key string) KeyView {
+	s := h.keys[key].Snapshot()
+	s.CreatedAt = s.CreatedAt.Truncate(time.Millisecond)
+	if s.ExpiresAt != nil {
+		t := s.ExpiresAt.Truncate(time.Millisecond)
+		s.ExpiresAt = &t
+	}
+	return KeyView{KeySnapshot: s, LastSeq: h.lastSeq[key]}
+}
+
+func (h *history) assertKey(rm ReadModel, project, key string) KeyView {
+	h.t.Helper()
+	v, err := rm.Key(context.Background(), project, key)
+	if err != nil {
+		h.t.Fatalf("Key(%q): %v", h.names[key], err)
+	}
+	h.assertView(v, project, key)
+	return v
+}
+
+func (h *history) assertView(v KeyView, project, key string) {
+	h.t.Helper()
+	if h.keys[key] == nil {
+		h.t.Fatalf("read model has key %s, which the stream never created", key)
+	}
+	if got, want := describeKey(v), describeKey(h.want(key)); got != want || v.ProjectID != project {
+		h.t.Fatalf("key %q\n got %s\nwant %s", h.names[key], got, want)
+	}
+}
+
+func (h *history) assertKeysByUser(rm ReadModel, project, user string) {
+	h.t.Helper()
+	got, err := rm.KeysByUser(context.Background(), project, user)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var want []KeyView
+	for id, k := range h.keys {
+		if s := k.Snapshot(); s.ProjectID == project && s.UserID == user {
+			want = append(want, h.want(id))
+		}
+	}
+	slices.SortFunc(want, func(a, b KeyView) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return -compareSeq(h.createdSeq(a.ID), h.createdSeq(b.ID))
+	})
+	if len(got) != len(want) {
+		h.t.Fatalf("KeysByUser(%s) has %d keys, want %d", user, len(got), len(want))
+	}
+	for i := range got {
+		if describeKey(got[i]) != describeKey(want[i]) {
+			h.t.Fatalf("KeysByUser(%s)[%d]\n got %s\nwant %s", user, i, describeKey(got[i]), describeKey(want[i]))
+		}
+	}
+}
+
+func (h *history) createdSeq(key string) uint64 { return h.created[key] }
+
+func compareSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (h *history) describeIDs(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = fmt.Sprintf("%q", h.names[id])
+	}
+	return out
+}
+
+func keyIDs(views []KeyView) []string {
+	ids := make([]string, len(views))
+	for i, v := range views {
+		ids[i] = v.ID
+	}
+	return ids
+}
+
+// describeKey renders every field, times with their zone, so that two views compare equal
+// exactly when they are the same key at the same instants, in UTC.
+func describeKey(v KeyView) string {
+	return fmt.Sprintf("{id:%s project:%s user:%q description:%q expires:%s revoked:%s created:%s public:%t hash:%s last_four:%q version:%d last_seq:%d}",
+		v.ID, v.ProjectID, v.UserID, v.Description, describeTime(v.ExpiresAt), describeTime(v.RevokedAt),
+		describeTime(&v.CreatedAt), v.IsPublic, v.SecretHash, v.LastFour, v.Version, v.LastSeq)
+}
+
+func describeProject(p domain.ProjectSnapshot) string {
+	return fmt.Sprintf("{id:%s name:%q server_key:%s/%s created:%s}", p.ID, p.Name, p.ServerKeyID, p.ServerKeyHash, describeTime(&p.CreatedAt))
+}
+
+func describeTime(t *time.Time) string {
+	if t == nil {
+		return "null"
+	}
+	return t.Format(time.RFC3339Nano) + "@" + t.Location().String()
+}
+
+// newUUID returns a random (version 4) UUID in canonical form.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
