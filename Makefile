@@ -1,0 +1,35 @@
+# keyledger's developer commands. `make test` is the project's test command: it brings up the
+# PostgreSQL the integration tests use (scripts/ensure-postgres.sh), then vets and runs every
+# test with the race detector. NATS needs no setup: tests start their own servers.
+
+GO   ?= go
+PKGS ?= ./...
+ARGS ?=
+
+.PHONY: run build test test-short lint
+.DEFAULT_GOAL := build
+
+## run: start keysd with its defaults (embedded NATS, in-process read model); ARGS="..." adds flags
+run:
+	$(GO) run ./cmd/keysd $(ARGS)
+
+## build: build keysd, keysctl and keysbench into bin/
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## test: THE test command: PostgreSQL up, go vet, every test with -race
+test:
+	scripts/ensure-postgres.sh
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+## test-short: the quick loop: tests in -short mode, no race detector
+test-short:
+	scripts/ensure-postgres.sh
+	$(GO) test -short -count=1 -timeout 10m $(PKGS)
+
+## lint: gofmt must have nothing to change; go vet must pass
+lint:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
