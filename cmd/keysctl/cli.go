@@ -20,18 +20,16 @@ const (
 // Defaults shared with keysd: its embedded NATS server listens on 127.0.0.1:4223 and it keeps
 // the server-side secret at <data-dir>/secret, data-dir ./data.
 const (
-	defaultNATSURL    = "nats://127.0.0.1:4223"
-	defaultDataDir    = "./data"
-	secretFileName    = "secret"
-	envNATSURL        = "KEYS_NATS_URL"
-	envSecretFile     = "KEYS_SECRET_FILE"
-	envDataDir        = "KEYS_DATA_DIR"
-	envDatabaseURL    = "KEYS_DATABASE_URL"
-	flagNATSURL       = "nats-url"
-	flagSecretFile    = "secret-file"
-	flagDatabaseURL   = "database-url"
-	globalFlagsIntro  = "Global flags (before the command, or after it where the command uses them):"
-	notImplementedFmt = "%s is not implemented yet"
+	defaultNATSURL  = "nats://127.0.0.1:4223"
+	defaultDataDir  = "./data"
+	secretFileName  = "secret"
+	envNATSURL      = "KEYS_NATS_URL"
+	envSecretFile   = "KEYS_SECRET_FILE"
+	envDataDir      = "KEYS_DATA_DIR"
+	envDatabaseURL  = "KEYS_DATABASE_URL"
+	flagNATSURL     = "nats-url"
+	flagSecretFile  = "secret-file"
+	flagDatabaseURL = "database-url"
 )
 
 // usageError is a mistake on the command line (unknown command, missing or bad flag): it
@@ -66,15 +64,12 @@ func defaultSettings(getenv func(string) string) settings {
 	if s.natsURL == "" {
 		s.natsURL = defaultNATSURL
 	}
-	if s.secretFile == "" {
-		dataDir := getenv(envDataDir)
-		if dataDir == "" {
-			dataDir = defaultDataDir
-		}
+	switch dataDir := getenv(envDataDir); {
+	case s.secretFile != "":
+	case dataDir != "":
 		s.secretFile = filepath.Join(dataDir, secretFileName)
-		if dataDir == defaultDataDir {
-			s.secretFile = defaultDataDir + "/" + secretFileName // keep the ./ keysd prints
-		}
+	default:
+		s.secretFile = defaultDataDir + "/" + secretFileName
 	}
 	return s
 }
@@ -222,7 +217,7 @@ func dispatchCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		return nil, err
 	}
 	if cmd.configure == nil {
-		return cmd, fmt.Errorf(notImplementedFmt, cmd.path)
+		return cmd, fmt.Errorf("%s is not implemented yet", cmd.path)
 	}
 	fs := flag.NewFlagSet("keysctl "+cmd.path, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -303,7 +298,7 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "        %s\n", summary)
 	}
 	fmt.Fprint(w, "  keysctl help [command]\n        print this help, or a command's flags\n\n")
-	fmt.Fprintf(w, "%s\n", globalFlagsIntro)
+	fmt.Fprint(w, "Global flags (before the command, or after it where the command uses them):\n")
 	fmt.Fprintf(w, "  --%s URL\n        NATS server(s), comma-separated (env %s; default %s)\n", flagNATSURL, envNATSURL, defaultNATSURL)
 	fmt.Fprintf(w, "  --%s PATH\n        keysd's server-side secret (env %s; default $%s/secret, else %s/secret)\n", flagSecretFile, envSecretFile, envDataDir, defaultDataDir)
 	fmt.Fprintf(w, "  --%s URL\n        PostgreSQL read model, for replay and verify (env %s)\n\n", flagDatabaseURL, envDatabaseURL)
