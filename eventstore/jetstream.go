@@ -51,10 +51,41 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("%w: JetStream account info: %v", ErrUnavailable, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, s.streamConfig()); err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
+	if err := s.ensureStream(ctx); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// ensureStream creates the stream when it is missing. An existing stream is left as its
+// operator made it (replicas, placement) except for the properties the store depends on,
+// which are switched on; a stream that can drop events is refused, since JetStream cannot
+// turn a limit into "no limit" safely behind the operator's back.
+func (s *Store) ensureStream(ctx context.Context) error {
+	str, err := s.js.Stream(ctx, s.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := s.js.CreateStream(ctx, s.streamConfig()); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("create stream %s: %w", s.cfg.Stream, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, s.cfg.Stream, err)
+	}
+	cur := str.CachedInfo().Config
+	if cur.MaxAge != 0 || cur.MaxMsgs > 0 || cur.MaxBytes > 0 || cur.MaxMsgsPerSubject > 0 ||
+		cur.Retention != jetstream.LimitsPolicy || cur.AllowMsgTTL || cur.AllowRollup {
+		return fmt.Errorf("stream %s exists with limits, TTLs, rollups or a retention policy that can drop events; keyledger needs an append-only stream", s.cfg.Stream)
+	}
+	if cur.DenyDelete && cur.DenyPurge && cur.AllowDirect && cur.AllowAtomicPublish && cur.Discard == jetstream.DiscardNew {
+		return nil
+	}
+	cur.DenyDelete, cur.DenyPurge, cur.AllowDirect, cur.AllowAtomicPublish = true, true, true, true
+	cur.Discard = jetstream.DiscardNew
+	if _, err := s.js.UpdateStream(ctx, cur); err != nil {
+		return fmt.Errorf("update stream %s: %w", s.cfg.Stream, err)
+	}
+	return nil
 }
 
 func checkServer(nc *nats.Conn) error {

@@ -237,7 +237,7 @@ func TestHostileRequestsAppendNothing(t *testing.T) {
 		{"null description", "PATCH", keyPath, p, `{"description":null}`, nil, 400, "SCHEMA_ERROR"},
 		{"string revoked", "PATCH", keyPath, p, `{"revoked":"true"}`, nil, 400, "SCHEMA_ERROR"},
 		{"array body", "PATCH", keyPath, p, `[]`, nil, 400, "SCHEMA_ERROR"},
-		{"trailing data", "PATCH", keyPath, p, `{"description":"x"} {}`, nil, 400, "SCHEMA_ERROR"},
+		{"trailing data", "PATCH", keyPath, p, `{"description":"x"} {}`, nil, 400, "BODY_PARSING_ERROR"},
 		{"broken JSON", "PATCH", keyPath, p, `{"description":`, nil, 400, "BODY_PARSING_ERROR"},
 		{"invalid UTF-8", "PATCH", keyPath, p, []byte("{\"description\":\"\xff\"}"), nil, 400, "SCHEMA_ERROR"},
 		{"NUL in description", "PATCH", keyPath, p, `{"description":"a\u0000b"}`, nil, 400, "SCHEMA_ERROR"},
