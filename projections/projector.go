@@ -228,7 +228,7 @@ func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, n
 	}
 	defer sub.Stop()
 	batch := make([]eventstore.RecordedEvent, 0, p.cfg.MaxBatch)
-	for {
+	for ctx.Err() == nil {
 		batch, err = p.collect(ctx, sub, batch[:0])
 		if err != nil {
 			return progressed, 0, err
@@ -250,10 +250,8 @@ func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, n
 			p.ready.Store(true)
 		}
 		p.markReadyIfCaughtUp()
-		if ctx.Err() != nil {
-			return progressed, 0, nil
-		}
 	}
+	return progressed, 0, nil
 }
 
 // markReadyIfCaughtUp sets ready once the position has reached the stream's last sequence
