@@ -495,7 +495,7 @@ func testReadsDuringApply(t *testing.T, rm ReadModel) {
 // history builds a stream of events with the domain's own decisions, numbers them as the
 // event store would, and folds them into the state every read model must show.
 type history struct {
-	t        *testing.T
+	t        testing.TB
 	seq      uint64
 	now      time.Time
 	events   []eventstore.RecordedEvent
@@ -507,7 +507,7 @@ type history struct {
 	names    map[string]string // key id -> description at creation, for messages
 }
 
-func newHistory(t *testing.T) *history {
+func newHistory(t testing.TB) *history {
 	return &history{
 		t: t, now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
 		keys: map[string]*domain.Key{}, lastSeq: map[string]uint64{}, created: map[string]uint64{},

@@ -1,0 +1,166 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyledger/keyledger/internal/testenv"
+)
+
+// What only the PostgreSQL read model has: its schema, migrations and configuration. Its
+// behaviour as a read model is in the conformance suite.
+
+func TestPostgresInstancesStartingTogetherMigrateOnce(t *testing.T) {
+	t.Parallel()
+	url := testenv.Postgres(t)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			pg, err := OpenPostgres(ctx, url, PostgresConfig{MaxConns: 2})
+			if err != nil {
+				t.Errorf("OpenPostgres while others start: %v", err)
+				return
+			}
+			pg.Close()
+		})
+	}
+	wg.Wait()
+
+	pg := openPostgres(t, url, PostgresConfig{}) // and once more, on a migrated schema
+	ctx := context.Background()
+	rows, _ := pg.pool.Query(ctx, `SELECT version, name FROM keyledger.schema_migrations ORDER BY version`)
+	type applied struct {
+		Version int32
+		Name    string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[applied])
+	if err != nil {
+		t.Fatal(err)
+	}
+	migs, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(migs) || got[0] != (applied{1, "001_init"}) {
+		t.Fatalf("schema_migrations = %v, want each of %d migrations once", got, len(migs))
+	}
+	var rowsInCheckpoint int
+	if err := pg.pool.QueryRow(ctx, `SELECT count(*) FROM keyledger.checkpoint`).Scan(&rowsInCheckpoint); err != nil || rowsInCheckpoint != 1 {
+		t.Fatalf("checkpoint has %d rows, %v; want 1", rowsInCheckpoint, err)
+	}
+}
+
+func TestPostgresSchemasAreIndependent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.Postgres(t)
+	live := openPostgres(t, url, PostgresConfig{})
+	asOf := openPostgres(t, url, PostgresConfig{Schema: "keyledger_asof"})
+	if asOf.Schema() != "keyledger_asof" || live.Schema() != DefaultSchema {
+		t.Fatalf("schemas %q and %q", live.Schema(), asOf.Schema())
+	}
+
+	h := newHistory(t)
+	p := h.createProject("acme")
+	k := h.createKey(p, "u", "one")
+	h.applyAll(asOf)
+	h.assertKey(asOf, p, k)
+	h.assertCheckpoint(live, 0)
+	if _, err := live.Key(ctx, p, k); err == nil {
+		t.Fatal("a key applied to one schema shows in the other")
+	}
+}
+
+func TestPostgresConfig(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		cfg     PostgresConfig
+		wantErr string // "" for valid
+	}{
+		{PostgresConfig{}, ""},
+		{PostgresConfig{Schema: "keyledger_asof", MaxConns: 8}, ""},
+		{PostgresConfig{Schema: "_tmp2"}, ""},
+		{PostgresConfig{Schema: "KeyLedger"}, "lowercase"},
+		{PostgresConfig{Schema: `x"; DROP TABLE y; --`}, "lowercase"},
+		{PostgresConfig{Schema: "2fast"}, "lowercase"},
+		{PostgresConfig{Schema: strings.Repeat("k", 64)}, "63 bytes"},
+		{PostgresConfig{Schema: "pg_keys"}, "reserved"},
+		{PostgresConfig{MaxConns: -1}, "max conns"},
+	} {
+		c.cfg.setDefaults()
+		err := c.cfg.Validate()
+		switch {
+		case c.wantErr == "" && err != nil:
+			t.Errorf("%+v: %v, want valid", c.cfg, err)
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("%+v: %v, want an error about %q", c.cfg, err, c.wantErr)
+		}
+	}
+	// Every problem at once.
+	err := PostgresConfig{Schema: "Bad", MaxConns: -1}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "lowercase") || !strings.Contains(err.Error(), "max conns") {
+		t.Errorf("Validate = %v, want both problems", err)
+	}
+}
+
+func TestOpenPostgresFailsClearly(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := OpenPostgres(ctx, testenv.PostgresAdminURL(), PostgresConfig{Schema: "Bad"}); err == nil {
+		t.Error("OpenPostgres with an invalid schema name succeeded")
+	}
+	if _, err := OpenPostgres(ctx, "postgres://%zz", PostgresConfig{}); err == nil {
+		t.Error("OpenPostgres with a malformed URL succeeded")
+	}
+	admin := testenv.PostgresAdminURL()
+	missing := admin[:strings.LastIndex(admin, "/")] + "/keyledger_no_such_database?sslmode=disable"
+	_, err := OpenPostgres(ctx, missing, PostgresConfig{})
+	if err == nil || !strings.Contains(err.Error(), "create the database first") {
+		t.Errorf("OpenPostgres of a missing database = %v, want advice to create it", err)
+	}
+}
+
+// BenchmarkPostgresApply measures how fast the PostgreSQL read model takes batches of a
+// busy stream (creations and changes of recent keys): go test ./projections -run '^$' -bench PostgresApply
+func BenchmarkPostgresApply(b *testing.B) {
+	ctx := context.Background()
+	pg, err := OpenPostgres(ctx, testenv.Postgres(b), PostgresConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pg.Close()
+	h := newHistory(b)
+	p := h.createProject("bench")
+	var keys []string
+	for i := 0; len(h.events) < 100_000; i++ {
+		if i%3 == 2 {
+			h.rename(p, keys[len(keys)-1-i%min(50, len(keys))], fmt.Sprint("renamed ", i))
+		} else {
+			keys = append(keys, h.createKey(p, fmt.Sprint("user-", i%1000), "key"))
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	applied := 0
+	for i := 0; i < b.N; i++ {
+		if h.applied == len(h.events) {
+			b.Fatal("benchmark ran out of events; lower -benchtime")
+		}
+		end := min(h.applied+1000, len(h.events))
+		if _, err := pg.Apply(ctx, h.events[h.applied:end]); err != nil {
+			b.Fatal(err)
+		}
+		applied += end - h.applied
+		h.applied = end
+	}
+	b.ReportMetric(float64(applied)/time.Since(start).Seconds(), "events/s")
+}
