@@ -85,7 +85,9 @@ type ProjectorStats struct {
 	Position uint64
 	// Ready tells whether the projector has caught up with the stream since it started.
 	Ready bool
-	// EventsApplied counts events this projector applied to the read model.
+	// EventsApplied counts the valid events of the batches this projector applied. When
+	// several instances share a read model, an event another instance applied first may be
+	// counted here too.
 	EventsApplied uint64
 	// Batches counts the transactions that applied them.
 	Batches uint64
@@ -160,6 +162,8 @@ func (p *Projector) setPosition(pos uint64) {
 
 // Run projects until ctx is done, and then returns ctx's error. Failures never stop it:
 // they are logged, counted, and retried after a backoff from the read model's checkpoint.
+// A projector runs once at a time; several instances share a read model by each running
+// their own.
 func (p *Projector) Run(ctx context.Context) error {
 	backoff := p.cfg.MinBackoff
 	var (
@@ -236,7 +240,7 @@ func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, n
 		if len(batch) == 0 {
 			continue
 		}
-		_, err := p.apply(ctx, batch)
+		_, err = p.apply(ctx, batch)
 		var gap *GapError
 		if errors.As(err, &gap) {
 			p.setPosition(gap.Checkpoint)

@@ -1,5 +1,12 @@
 // Package projections owns keyledger's read models and the projector that keeps them up to
 // date from the event stream. The read model is written only here.
+//
+// There are two read models with one behaviour: Postgres, shared by every keysd instance of
+// a deployment, and Memory, rebuilt from the stream at each start when there is no
+// database. What an event does to a key is decided once, by the domain's own EvolveKey
+// (evolve.go), so that replaying the stream into either reproduces the other exactly. The
+// Projector feeds a read model in batches from its checkpoint and lets requests wait until
+// their events are visible (read-your-writes).
 package projections
 
 import (
