@@ -63,6 +63,8 @@ type Handler struct {
 	cached KeyLookup
 	hasher *domain.Hasher
 	cfg    Config
+	locks  *keyLocks
+	recent *recentWrites
 }
 
 // New returns a command handler. cached may be nil: state is then always loaded from the
@@ -72,7 +74,7 @@ func New(store *eventstore.Store, cached KeyLookup, hasher *domain.Hasher, cfg C
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{store: store, cached: cached, hasher: hasher, cfg: cfg}, nil
+	return &Handler{store: store, cached: cached, hasher: hasher, cfg: cfg, locks: newKeyLocks(), recent: newRecentWrites(100_000)}, nil
 }
 
 // Caller is who issues a command and in which request.
@@ -158,6 +160,7 @@ func (h *Handler) UpdateKey(ctx context.Context, c Caller, keyID string, u domai
 // comes from the cache; after a conflict the event store is the source of truth.
 func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 	decide func(*domain.Key, domain.Meta) ([]domain.Event, error)) (Result, error) {
+	defer h.locks.lock(c.ProjectID, keyID)()
 	fromStore := h.cached == nil
 	for attempt := 1; ; attempt++ {
 		key, seq, err := h.load(ctx, c.ProjectID, keyID, fromStore)
@@ -178,6 +181,7 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 					return Result{}, err
 				}
 			}
+			h.recent.put(key.Snapshot(), last)
 			return Result{Key: key.Snapshot(), Seq: last}, nil
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {
@@ -195,15 +199,23 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 func (h *Handler) load(ctx context.Context, projectID, keyID string, fromStore bool) (*domain.Key, uint64, error) {
 	if !fromStore {
 		snap, seq, err := h.cached(ctx, projectID, keyID)
-		if err == nil {
-			return domain.RestoreKey(snap), seq, nil
-		}
-		if !errors.Is(err, domain.ErrKeyNotFound) {
+		if err != nil && !errors.Is(err, domain.ErrKeyNotFound) {
 			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
+		}
+		if w, ok := h.recent.get(projectID, keyID); ok && (err != nil || w.seq > seq) {
+			return domain.RestoreKey(w.key), w.seq, nil
+		}
+		if err == nil {
+			h.recent.forget(projectID, keyID, seq)
+			return domain.RestoreKey(snap), seq, nil
 		}
 		// Not seen by the cache yet: perhaps created through another instance.
 	}
-	return h.LoadKey(ctx, projectID, keyID)
+	key, seq, err := h.LoadKey(ctx, projectID, keyID)
+	if err == nil {
+		h.recent.put(key.Snapshot(), seq)
+	}
+	return key, seq, err
 }
 
 // LoadKey folds a key from its events in the store, and returns the stream sequence of the

@@ -118,11 +118,10 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
+	printBanner(stdout, cfg, ln.Addr().String(), embedded != nil, rmDesc)
 	srv := api.NewServer(cfg.HTTPAddr, handler)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-
-	printBanner(stdout, cfg, ln.Addr().String(), embedded != nil, rmDesc)
 	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier())
 
 	select {

@@ -1,0 +1,73 @@
+package commands
+
+import (
+	"hash/maphash"
+	"sync"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// keyLocks serialises commands on one key within this process, so that local requests queue
+// instead of racing each other through the event store's concurrency check; writers in other
+// processes are still caught by that check. Locks are striped: two keys may share a stripe,
+// which only costs a little waiting.
+type keyLocks struct {
+	seed    maphash.Seed
+	stripes [1024]sync.Mutex
+}
+
+func newKeyLocks() *keyLocks { return &keyLocks{seed: maphash.MakeSeed()} }
+
+func (l *keyLocks) lock(projectID, keyID string) func() {
+	h := maphash.String(l.seed, projectID+"/"+keyID)
+	m := &l.stripes[h%uint64(len(l.stripes))]
+	m.Lock()
+	return m.Unlock
+}
+
+// recentWrites remembers the state this process last wrote to each key, until the read model
+// has caught up with it; a command that follows closely on another of the same key starts
+// from it instead of from a read model that has not applied the first one yet.
+type recentWrites struct {
+	mu      sync.Mutex
+	entries map[string]recentWrite
+	max     int
+}
+
+type recentWrite struct {
+	key domain.KeySnapshot
+	seq uint64
+}
+
+func newRecentWrites(max int) *recentWrites {
+	return &recentWrites{entries: make(map[string]recentWrite), max: max}
+}
+
+func (r *recentWrites) get(projectID, keyID string) (recentWrite, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.entries[projectID+"/"+keyID]
+	return w, ok
+}
+
+func (r *recentWrites) put(key domain.KeySnapshot, seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.entries) >= r.max {
+		for k := range r.entries { // drop an arbitrary entry; it is only a shortcut
+			delete(r.entries, k)
+			break
+		}
+	}
+	r.entries[key.ProjectID+"/"+key.ID] = recentWrite{key: key, seq: seq}
+}
+
+// forget drops the entry when the read model has caught up with it.
+func (r *recentWrites) forget(projectID, keyID string, upTo uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := projectID + "/" + keyID
+	if w, ok := r.entries[k]; ok && w.seq <= upTo {
+		delete(r.entries, k)
+	}
+}
