@@ -1,0 +1,188 @@
+package commands_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/keyledger/keyledger/commands"
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/testenv"
+)
+
+var caller = commands.Caller{Actor: domain.Actor{Type: domain.ActorServerKey, ID: "sk"}, RequestID: "req"}
+
+func setup(t *testing.T) (*eventstore.Store, *domain.Hasher) {
+	t.Helper()
+	store, err := eventstore.Open(context.Background(), testenv.NATS(t).Connect(t), eventstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := domain.NewHasher([]byte(strings.Repeat("s", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, h
+}
+
+func newHandler(t *testing.T, store *eventstore.Store, h *domain.Hasher, cached commands.KeyLookup, attempts int) *commands.Handler {
+	t.Helper()
+	cmds, err := commands.New(store, cached, h, commands.Config{MaxAttempts: attempts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+// frozen is a cache that never learns anything after the key's creation: the worst stale read
+// model there can be.
+func frozen(created commands.Result) commands.KeyLookup {
+	return func(context.Context, string, string) (domain.KeySnapshot, uint64, error) {
+		return created.Key, created.Seq, nil
+	}
+}
+
+func desc(s string) domain.UpdateKey { return domain.UpdateKey{Description: &s} }
+
+func TestCreateKeyPutsNoSecretOnTheStream(t *testing.T) {
+	store, h := setup(t)
+	cmds := newHandler(t, store, h, nil, 0)
+	c := caller
+	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
+	k, err := cmds.CreateKey(context.Background(), c, commands.NewKey{UserID: "u", Description: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := domain.ParseSecretKey(k.Secret); err != nil {
+		t.Fatalf("secret %q does not parse: %v", k.Secret[:6], err)
+	}
+	recs, err := store.LoadKey(context.Background(), c.ProjectID, k.Key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(recs[0].Raw), k.Secret) || !h.SecretKeyMatches(k.Secret, recs[0].Event.Data.(domain.KeyCreated).SecretHash) {
+		t.Fatalf("KeyCreated must carry the keyed hash and not the secret: %s", recs[0].Raw)
+	}
+}
+
+// Writers that start from stale state (two instances, a lagging read model) lose the race,
+// reload from the stream and still apply every change exactly once.
+func TestStaleStateIsReloadedAndNoUpdateIsLost(t *testing.T) {
+	store, h := setup(t)
+	ctx := context.Background()
+	c := caller
+	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
+	created, err := newHandler(t, store, h, nil, 0).CreateKey(ctx, c, commands.NewKey{UserID: "u", Description: "v0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	instances := []*commands.Handler{
+		newHandler(t, store, h, frozen(created.Result), 50),
+		newHandler(t, store, h, frozen(created.Result), 50),
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := instances[i%2].UpdateKey(ctx, c, created.Key.ID, desc(fmt.Sprint("d", i)))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("update: %v", err)
+		}
+	}
+	recs, err := store.LoadKey(ctx, c.ProjectID, created.Key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 41 {
+		t.Fatalf("%d events, want 41 (creation and 40 renames)", len(recs))
+	}
+	seen := map[string]bool{}
+	for i, r := range recs {
+		if r.Event.Version != i+1 {
+			t.Fatalf("event %d has version %d", i, r.Event.Version)
+		}
+		if d, ok := r.Event.Data.(domain.DescriptionChanged); ok {
+			if seen[d.New] {
+				t.Fatalf("%s applied twice", d.New)
+			}
+			seen[d.New] = true
+			if prev := recs[i-1].Event; i > 1 && prev.Data.(domain.DescriptionChanged).New != d.Old {
+				t.Fatalf("event %d changed %q, but the description was %q", i, d.Old, prev.Data.(domain.DescriptionChanged).New)
+			}
+		}
+	}
+}
+
+func TestContentionIsReportedAfterBoundedAttempts(t *testing.T) {
+	store, h := setup(t)
+	ctx := context.Background()
+	c := caller
+	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
+	created, err := newHandler(t, store, h, nil, 0).CreateKey(ctx, c, commands.NewKey{UserID: "u", Description: "v0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newHandler(t, store, h, nil, 0).UpdateKey(ctx, c, created.Key.ID, desc("moved on")); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := store.LastSeq(ctx)
+	_, err = newHandler(t, store, h, frozen(created.Result), 1).UpdateKey(ctx, c, created.Key.ID, desc("stale"))
+	if !errors.Is(err, commands.ErrContention) {
+		t.Fatalf("one attempt from stale state: %v, want ErrContention", err)
+	}
+	if after, _ := store.LastSeq(ctx); after != before {
+		t.Fatal("a failed command appended events")
+	}
+}
+
+func TestUnknownKeyAndConflicts(t *testing.T) {
+	store, h := setup(t)
+	ctx := context.Background()
+	cmds := newHandler(t, store, h, nil, 0)
+	c := caller
+	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
+	if _, err := cmds.UpdateKey(ctx, c, "8f14e45f-ceea-467f-a0e6-b1c2d3e4f5a6", desc("x")); !errors.Is(err, domain.ErrKeyNotFound) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	created, _ := cmds.CreateKey(ctx, c, commands.NewKey{UserID: "u"})
+	other := c
+	other.ProjectID = "00000000-0000-4000-8000-000000000001"
+	if _, err := cmds.UpdateKey(ctx, other, created.Key.ID, desc("x")); !errors.Is(err, domain.ErrKeyNotFound) {
+		t.Fatalf("another project's key: %v", err)
+	}
+	yes, no := true, false
+	if _, err := cmds.UpdateKey(ctx, c, created.Key.ID, domain.UpdateKey{Revoked: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmds.UpdateKey(ctx, c, created.Key.ID, domain.UpdateKey{Revoked: &no}); !errors.Is(err, domain.ErrKeyAlreadyRevoked) {
+		t.Fatalf("un-revoke: %v", err)
+	}
+}
+
+func TestCreateProject(t *testing.T) {
+	store, h := setup(t)
+	cmds := newHandler(t, store, h, nil, 0)
+	p, err := cmds.CreateProject(context.Background(), domain.Actor{Type: domain.ActorOperator, ID: "op"}, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.LoadProject(context.Background(), p.Project.ID)
+	if err != nil || !h.ServerKeyMatches(p.ServerKey, got.ServerKeyHash) || got.Name != "acme" {
+		t.Fatalf("project on the stream: %+v %v", got, err)
+	}
+	if _, err := cmds.CreateProject(context.Background(), domain.Actor{}, ""); err == nil {
+		t.Fatal("a project without a name was created")
+	}
+}
