@@ -55,8 +55,6 @@ type Deps struct {
 	Registry *prometheus.Registry
 	// WaitTimeout bounds how long a request waits for the projector. Default 5 seconds.
 	WaitTimeout time.Duration
-	// RequestTimeout bounds the work of one API request. Default 20 seconds.
-	RequestTimeout time.Duration
 	// MaxInFlight is how many API requests are handled at once; more are shed with 503
 	// SERVICE_UNAVAILABLE and Retry-After. Default 512.
 	MaxInFlight int
@@ -71,9 +69,6 @@ func (d *Deps) setDefaults() {
 	}
 	if d.WaitTimeout == 0 {
 		d.WaitTimeout = 5 * time.Second
-	}
-	if d.RequestTimeout == 0 {
-		d.RequestTimeout = 20 * time.Second
 	}
 	if d.MaxInFlight == 0 {
 		d.MaxInFlight = 512
@@ -98,8 +93,8 @@ func (d Deps) Validate() error {
 	if d.Hasher == nil {
 		errs = append(errs, errors.New("api: Hasher is required"))
 	}
-	if d.WaitTimeout < 0 || d.RequestTimeout < 0 {
-		errs = append(errs, fmt.Errorf("api: timeouts must not be negative (wait %s, request %s)", d.WaitTimeout, d.RequestTimeout))
+	if d.WaitTimeout < 0 {
+		errs = append(errs, fmt.Errorf("api: WaitTimeout must not be negative, got %s", d.WaitTimeout))
 	}
 	if d.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("api: MaxInFlight must not be negative, got %d", d.MaxInFlight))
@@ -179,7 +174,9 @@ func NewServer(addr string, h http.Handler) *http.Server {
 // apiHandler is an endpoint of /api/v1, called with the authenticated caller.
 type apiHandler func(w http.ResponseWriter, r *http.Request, caller commands.Caller)
 
-// api wraps an endpoint: load shedding, a bound on the request's work, and authentication.
+// api wraps an endpoint: load shedding and authentication. The request's work is bounded by
+// the event store's timeout on each call and Deps.WaitTimeout on the projector (a deadline
+// on the whole request would replace the store's own, shorter, timeouts).
 func (s *server) api(h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -193,15 +190,12 @@ func (s *server) api(h apiHandler) http.Handler {
 			})
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.d.RequestTimeout)
-		defer cancel()
-		r = r.WithContext(ctx)
 		caller, err := s.authenticate(r)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		if info := infoOf(ctx); info != nil {
+		if info := infoOf(r.Context()); info != nil {
 			info.projectID = caller.ProjectID
 		}
 		h(w, r, caller)
