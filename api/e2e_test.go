@@ -360,17 +360,19 @@ func TestAuthentication(t *testing.T) {
 	keyPath := v1 + "/" + key.body["id"].(string)
 	h := p.headers()
 	// Every endpoint authenticates the same way, before it looks at its params or body.
-	endpoints := []struct{ method, path, body string }{
-		{http.MethodPost, v1, `{"user_id":"u1","description":"x"}`},
-		{http.MethodGet, v1 + "?user_id=u1", ""},
-		{http.MethodGet, keyPath, ""},
-		{http.MethodPatch, keyPath, `{"description":"changed"}`},
-		{http.MethodPost, v1 + "/check", `{"api_key":"` + key.body["value"].(string) + `"}`},
+	endpoints := []struct{ name, method, path, body string }{
+		{"create", http.MethodPost, v1, `{"user_id":"u1","description":"x"}`},
+		{"list", http.MethodGet, v1 + "?user_id=u1", ""},
+		{"get", http.MethodGet, keyPath, ""},
+		{"update", http.MethodPatch, keyPath, `{"description":"changed"}`},
+		{"check", http.MethodPost, v1 + "/check", `{"api_key":"` + key.body["value"].(string) + `"}`},
 	}
 	for _, ep := range endpoints {
-		t.Run(ep.method+" "+ep.path[:min(len(ep.path), len(v1)+6)], func(t *testing.T) {
+		t.Run(ep.name, func(t *testing.T) {
 			r := e.refused(t, ep.method, ep.path, with(h, "X-Stack-Project-Id", nil), ep.body, 400, "ACCESS_TYPE_WITHOUT_PROJECT_ID")
-			_ = r
+			if detail(r, "request_type") != "server" {
+				t.Fatalf("details.request_type = %v", detail(r, "request_type"))
+			}
 			e.refused(t, ep.method, ep.path, with(h, "X-Stack-Project-Id", str("")), ep.body, 400, "ACCESS_TYPE_WITHOUT_PROJECT_ID")
 
 			unknown := "6f1c1f9e-0d2a-4a57-8a51-2e1b1b0c9d77"
@@ -1012,6 +1014,52 @@ func TestEventStoreUnavailable(t *testing.T) {
 	}
 	if r.status != 200 || r.body["description"] != "while down" {
 		t.Fatalf("retry after the outage: %s", r)
+	}
+}
+
+// neverCaughtUp is a projector that never gets anywhere, as one stuck behind a broken read
+// model would be.
+type neverCaughtUp struct{}
+
+func (neverCaughtUp) WaitFor(ctx context.Context, _ uint64) error { <-ctx.Done(); return ctx.Err() }
+func (neverCaughtUp) Position() uint64                            { return 0 }
+func (neverCaughtUp) Ready() bool                                 { return false }
+
+// TestProjectorBehind: a request that cannot see its own write in time, or a read that cannot
+// see the stream's end, is a 503 with Retry-After, and the service is not ready.
+func TestProjectorBehind(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := e.newProject(t)
+	k := e.createKey(t, p, `{"user_id":"u","description":"d"}`)
+	rm := projections.NewMemory()
+	cmds, err := commands.New(e.store, nil, e.hasher, commands.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := api.NewHandler(api.Deps{
+		Commands: cmds, ReadModel: rm, Projector: neverCaughtUp{}, Store: e.store, Hasher: e.hasher,
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), ReadBarrier: true, WaitTimeout: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	path := v1 + "/" + k.body["id"].(string)
+	for _, req := range []struct{ method, path, body string }{
+		{http.MethodPatch, path, `{"description":"new"}`},
+		{http.MethodGet, path, ``},
+		{http.MethodGet, v1 + "?user_id=u", ``},
+		{http.MethodPost, v1 + "/check", `{"api_key":"` + k.body["value"].(string) + `"}`},
+	} {
+		r := call(t, srv.URL, req.method, req.path, p.headers(), req.body)
+		if r.status != 503 || r.code() != "SERVICE_UNAVAILABLE" {
+			t.Fatalf("%s %s with the projector stuck: %s", req.method, req.path, r)
+		}
+	}
+	if r := call(t, srv.URL, http.MethodGet, "/readyz", nil, ""); r.status != 503 || detail(r, "projector_ready") != false {
+		t.Fatalf("readyz with the projector stuck: %s", r)
 	}
 }
 
