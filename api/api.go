@@ -139,8 +139,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
 	r.Use(recordRoute)
 
-	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", metricsHandler(d.Registry)).Methods(http.MethodGet)
 
 	const keys = "/api/v1/user-api-keys"
@@ -223,7 +223,7 @@ func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 // allowedMethods lists the methods a route of this path answers, for the Allow header.
 func (s *server) allowedMethods(r *http.Request) string {
 	var out string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch} {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		var match mux.RouteMatch
