@@ -126,6 +126,8 @@ func validateText(field, s string, minLen, maxBytes int, _ bool) error {
 	switch {
 	case !utf8.ValidString(s):
 		return &ValidationError{field + " must be valid UTF-8"}
+	case minLen == 1 && s == "":
+		return &ValidationError{field + " must not be empty"}
 	case len(s) < minLen:
 		return &ValidationError{fmt.Sprintf("%s must be at least %d characters", field, minLen)}
 	case maxBytes > 0 && len(s) > maxBytes:
