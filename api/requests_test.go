@@ -119,7 +119,7 @@ func TestDecodeCreate(t *testing.T) {
 		{name: "user id number", body: `{"user_id":7,"description":""}`,
 			status: 400, code: schemaCode, problem: []string{"body.user_id must be a string"}},
 		{name: "user id empty", body: `{"user_id":"","description":""}`,
-			status: 400, code: schemaCode, problem: []string{"body.user_id must be at least 1 characters"}},
+			status: 400, code: schemaCode, problem: []string{"body.user_id must not be empty"}},
 		{name: "user id too long", body: `{"user_id":"` + strings.Repeat("a", 129) + `","description":""}`,
 			status: 400, code: schemaCode, problem: []string{"body.user_id must be at most 128 characters"}},
 		{name: "description null", body: `{"user_id":"u","description":null}`,
@@ -377,7 +377,7 @@ func TestDecodeListAndGet(t *testing.T) {
 	})
 	t.Run("list with empty user_id", func(t *testing.T) {
 		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=", noType, "", ""))
-		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, keysPath, "query.user_id must be at least 1 characters"))
+		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, keysPath, "query.user_id must not be empty"))
 	})
 	t.Run("list with unknown parameter", func(t *testing.T) {
 		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=u&extra=1", noType, "", ""))
