@@ -146,9 +146,12 @@ func (s *server) key(ctx context.Context, projectID, keyID string) (domain.KeySn
 }
 
 // readBarrier makes a read see every event appended so far, through any keysd, when the
-// deployment asks for it (Deps.ReadBarrier).
+// deployment asks for it (Deps.ReadBarrier), and while the projector has not yet caught up
+// with the stream since start.
 func (s *server) readBarrier(ctx context.Context) error {
-	if !s.d.ReadBarrier {
+	// A projector still catching up after a start (the in-process read model is rebuilt
+	// from the stream) could serve an old state: reads wait for the stream's end then too.
+	if !s.d.ReadBarrier && s.d.Projector.Ready() {
 		return nil
 	}
 	seq, err := s.d.Store.LastSeq(ctx)
