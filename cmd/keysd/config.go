@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -31,7 +32,13 @@ type config struct {
 func parseConfig(args []string, getenv func(string) string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("keysd", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
+	// Parse errors are reported once, by main, as one line; -h prints the full usage.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fs.SetOutput(os.Stderr)
+		fmt.Fprintln(os.Stderr, "Usage: keysd [flags]   (every flag also reads the environment variable shown; the flag wins)")
+		fs.PrintDefaults()
+	}
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v

@@ -36,7 +36,7 @@ func main() {
 		os.Exit(0)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "keysd: %v\n", oneLine(err))
+		fmt.Fprintf(os.Stderr, "keysd: %v (see keysd -h)\n", oneLine(err))
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -54,18 +54,6 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(stderr, cfg.LogLevel)
 
-	secret, created, err := secretfile.LoadOrCreate(cfg.SecretFile)
-	if err != nil {
-		return err
-	}
-	if created {
-		log.Info("created the server-side secret", "file", cfg.SecretFile)
-	}
-	hasher, err := domain.NewHasher(secret)
-	if err != nil {
-		return fmt.Errorf("secret file %s: %w", cfg.SecretFile, err)
-	}
-
 	nc, embedded, err := connectNATS(cfg, log)
 	if err != nil {
 		return err
@@ -81,6 +69,18 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	store, err := eventstore.Open(ctx, nc, eventstore.Config{})
 	if err != nil {
 		return err
+	}
+
+	secret, created, err := secretfile.LoadOrCreate(cfg.SecretFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created the server-side secret", "file", cfg.SecretFile)
+	}
+	hasher, err := domain.NewHasher(secret)
+	if err != nil {
+		return fmt.Errorf("secret file %s: %w", cfg.SecretFile, err)
 	}
 
 	rm, rmDesc, err := openReadModel(ctx, cfg)

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+func TestConfigFlagsEnvAndDefaults(t *testing.T) {
+	env := map[string]string{"KEYS_HTTP_ADDR": "127.0.0.1:9000", "KEYS_DATA_DIR": "/var/lib/kl", "KEYS_NATS_URL": "nats://n:4222"}
+	getenv := func(k string) string { return env[k] }
+
+	c, err := parseConfig(nil, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9000" || c.NATSURL != "nats://n:4222" || c.SecretFile != filepath.Join("/var/lib/kl", "secret") {
+		t.Fatalf("environment not applied: %+v", c)
+	}
+	if !c.readBarrier() {
+		t.Fatal("external NATS with a per-process read model needs the read barrier")
+	}
+
+	c, err = parseConfig([]string{"--http-addr", "127.0.0.1:7000", "--nats-url", "", "--secret-file", "/s"}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:7000" || c.NATSURL != "" || c.SecretFile != "/s" || c.readBarrier() {
+		t.Fatalf("flags must win over the environment: %+v", c)
+	}
+
+	c, err = parseConfig(nil, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:8080" || c.EmbeddedNATSAddr != "127.0.0.1:4223" || c.DataDir != "./data" || c.DatabaseURL != "" {
+		t.Fatalf("defaults differ from CONTRACT section 1: %+v", c)
+	}
+
+	for _, bad := range [][]string{{"--http-addr", "nope"}, {"--read-barrier", "sometimes"}, {"--log-level", "loud"}, {"extra"}} {
+		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
