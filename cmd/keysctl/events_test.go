@@ -361,3 +361,40 @@ func TestEventsTailFollowBinary(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestEventsTailFollowSurvivesNATSRestart: a following tail outlives the NATS server
+// restarting, and prints what is appended afterwards without repeating anything.
+func TestEventsTailFollowSurvivesNATSRestart(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	p := e.project(t)
+	k := e.createKey(t, p, "before the restart")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr lineBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"events", "tail", "--follow", "--nats-url", e.ns.URL}, &stdout, &stderr, func(string) string { return "" })
+	}()
+	waitLines(t, &stdout, 1)
+	e.ns.Restart(t)
+	// The command handler's connection reconnects on its own; retry until the server is back.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := e.cmds.UpdateKey(t.Context(), e.caller(p), k, domain.UpdateKey{Description: ptr("after the restart")})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("append after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitLines(t, &stdout, 2)
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+	wantLines(t, stdout.String(), e.stored(t), func(eventstore.RecordedEvent) bool { return true })
+}

@@ -53,8 +53,7 @@ type storeSubscriber struct {
 
 // Subscribe starts reading the stream on the subject filter topic.
 func (s *storeSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	opts := append([]eventstore.SubscribeOption{eventstore.WithSubjects(topic)}, s.opts...)
-	sub, err := s.store.Subscribe(ctx, s.from, opts...)
+	sub, err := s.subscribe(ctx, topic, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -67,26 +66,67 @@ func (s *storeSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	go func() {
 		defer s.wg.Done()
 		defer close(out)
-		defer sub.Stop()
 		defer cancel()
-		s.read(ctx, sub, out)
+		s.read(ctx, topic, sub, out)
 	}()
 	return out, nil
 }
 
-func (s *storeSubscriber) read(ctx context.Context, sub *eventstore.Subscription, out chan<- *message.Message) {
+// subscribe opens the store's subscription on topic, from the start the subscriber was
+// configured with, or right after sequence after when it is not 0.
+func (s *storeSubscriber) subscribe(ctx context.Context, topic string, after uint64) (*eventstore.Subscription, error) {
+	opts := []eventstore.SubscribeOption{eventstore.WithSubjects(topic)}
+	if after == 0 {
+		return s.store.Subscribe(ctx, s.from, append(opts, s.opts...)...)
+	}
+	return s.store.Subscribe(ctx, after+1, opts...)
+}
+
+// maxResubscribes bounds how often in a row a failed subscription is opened again (the NATS
+// server restarting, a connection lost) before the reader gives up.
+const maxResubscribes = 5
+
+func (s *storeSubscriber) read(ctx context.Context, topic string, sub *eventstore.Subscription, out chan<- *message.Message) {
+	defer func() {
+		if sub != nil {
+			sub.Stop()
+		}
+	}()
+	var last uint64 // the last sequence delivered
+	failures, backoff := 0, 100*time.Millisecond
 	for ctx.Err() == nil {
 		r, err := sub.Next(ctx, time.Second)
 		if errors.Is(err, eventstore.ErrNoMessage) {
 			continue
 		}
 		if err != nil {
-			s.fail(fmt.Errorf("read the event stream: %w", err))
-			return
+			// Read again from where delivery stopped, a bounded number of times.
+			sub.Stop()
+			for {
+				failures++
+				if failures > maxResubscribes {
+					s.fail(fmt.Errorf("read the event stream: %w", err))
+					sub = nil
+					return
+				}
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					sub = nil
+					return
+				}
+				backoff = min(2*backoff, 2*time.Second)
+				if sub, err = s.subscribe(ctx, topic, last); err == nil {
+					break
+				}
+			}
+			continue
 		}
+		failures, backoff = 0, 100*time.Millisecond
 		if !s.deliver(ctx, r, out) {
 			return
 		}
+		last = r.Seq
 		if s.until != 0 && r.Seq >= s.until {
 			return
 		}
