@@ -152,6 +152,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.Handle(keys, s.api(s.createKey)).Methods(http.MethodPost)
 	r.Handle(keys+"/{api_key_id}", s.api(s.getKey)).Methods(http.MethodGet)
 	r.Handle(keys+"/{api_key_id}", s.api(s.updateKey)).Methods(http.MethodPatch)
+	r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents)).Methods(http.MethodGet)
 	s.router = r
 
 	return s.instrument(r), nil

@@ -111,6 +111,10 @@ func projectorCollectors(projector Waiter) []prometheus.Collector {
 			func(s projections.ProjectorStats) float64 { return float64(s.Batches) }),
 		counter("keyledger_projector_poison_total", "Messages on the stream that are not valid events, set aside.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Poison) }),
+		counter("keyledger_projector_dead_lettered_total", "Poison messages copied to the dead-letter stream.",
+			func(s projections.ProjectorStats) float64 { return float64(s.DeadLettered) }),
+		counter("keyledger_projector_dead_letter_failures_total", "Poison messages that could not be copied to the dead-letter stream (skipped all the same).",
+			func(s projections.ProjectorStats) float64 { return float64(s.DeadLetterFailures) }),
 		counter("keyledger_projector_failures_total", "Failed attempts to read or apply events (retried).",
 			func(s projections.ProjectorStats) float64 { return float64(s.Failures) }),
 	}

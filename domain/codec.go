@@ -40,11 +40,15 @@ func MarshalEvent(e Event) ([]byte, error) {
 // one. A document that is not a well-formed event of a known type is an error wrapping
 // ErrInvalidEvent: the caller sets it aside instead of applying it.
 func UnmarshalEvent(b []byte) (Event, error) {
-	var env envelope
-	if err := json.Unmarshal(b, &env); err != nil {
+	var stored storedEnvelope
+	if err := json.Unmarshal(b, &stored); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
-	if err := upcast(&env); err != nil {
+	if stored.SchemaVersion == nil {
+		return Event{}, fmt.Errorf("%w: missing schema_version", ErrInvalidEvent)
+	}
+	env, err := upcast(stored)
+	if err != nil {
 		return Event{}, err
 	}
 	data, err := decodeData(env.Type, env.Data)
@@ -60,17 +64,6 @@ func UnmarshalEvent(b []byte) (Event, error) {
 		return Event{}, err
 	}
 	return e, nil
-}
-
-// upcast converts an envelope of an older schema version to the current one, in place.
-// Version 1 is the first; later versions add a case here and a fixture in testdata/.
-func upcast(env *envelope) error {
-	switch env.SchemaVersion {
-	case CurrentSchemaVersion:
-		return nil
-	default:
-		return fmt.Errorf("%w: unknown schema_version %d", ErrInvalidEvent, env.SchemaVersion)
-	}
 }
 
 func decodeData(t EventType, raw json.RawMessage) (EventData, error) {

@@ -54,6 +54,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err := s.ensureStream(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.ensureDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -322,6 +323,57 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 		}
 		if bad != 1 || good != 2 {
 			t.Fatalf("read %d good and %d bad messages, want 2 and 1", good, bad)
+		}
+	})
+
+	t.Run("a refused message is set aside once, outside the event stream", func(t *testing.T) {
+		srv := newServer(t)
+		s := openStore(t, srv)
+		p := uuid.NewString()
+		subject := "keyledger.key." + p + ".x.KeyRevoked"
+		if err := srv.Connect(t).Publish(subject, []byte(`{"type":"KeyRevoked"`)); err != nil {
+			t.Fatal(err)
+		}
+		var garbage eventstore.RecordedEvent
+		if _, err := s.ReadRange(ctx, 1, 0, func(r eventstore.RecordedEvent) error { garbage = r; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if garbage.Err == nil || garbage.Subject != subject {
+			t.Fatalf("read %+v, want the garbage on %s with an error", garbage, subject)
+		}
+		before, err := s.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []bool{false, true, true} {
+			// A second Open (another process) must find the dead-letter stream as it is.
+			already, err := openStore(t, srv).SetAside(ctx, eventstore.DeadLetterOf(garbage, "projector"))
+			if err != nil || already != want {
+				t.Fatalf("SetAside #%d = %v, %v; want already=%v", i+1, already, err, want)
+			}
+		}
+		if _, err := s.SetAside(ctx, eventstore.DeadLetterOf(garbage, "events-tail")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetAside(ctx, eventstore.DeadLetterOf(garbage, "not.a.token")); err == nil {
+			t.Fatal("SetAside accepted a consumer name with dots")
+		}
+		if after, err := s.LastSeq(ctx); err != nil || after != before {
+			t.Fatalf("event stream last sequence %d -> %d (%v): setting aside must not touch it", before, after, err)
+		}
+		dead, err := s.DeadLetters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 2 {
+			t.Fatalf("%d dead letters, want one per consumer: %+v", len(dead), dead)
+		}
+		for i, consumer := range []string{"projector", "events-tail"} {
+			d := dead[i]
+			if d.Consumer != consumer || d.Seq != garbage.Seq || d.Subject != subject || string(d.Raw) != `{"type":"KeyRevoked"` ||
+				!strings.Contains(d.Reason, "invalid event") || !d.Time.Equal(garbage.Time) {
+				t.Errorf("dead letter %d = %+v, want the garbage set aside by %s with its reason", i, d, consumer)
+			}
 		}
 	})
 }

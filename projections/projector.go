@@ -33,6 +33,9 @@ type ProjectorConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives failures and poison messages. Default slog.Default().
 	Logger *slog.Logger
+	// Name is the consumer name the projector sets poison messages aside under on the
+	// dead-letter stream (eventstore.Store.SetAside). Default "projector".
+	Name string
 }
 
 func (c *ProjectorConfig) setDefaults() {
@@ -57,6 +60,9 @@ func (c *ProjectorConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Name == "" {
+		c.Name = "projector"
+	}
 }
 
 // Projector keeps a read model up to date with the event stream: it reads from the read
@@ -76,6 +82,7 @@ type Projector struct {
 	target   atomic.Uint64 // the stream's last sequence when the projector (re)started reading
 
 	applied, batches, poison, failures atomic.Uint64
+	deadLettered, deadLetterFailures   atomic.Uint64
 	lastBatch, lag                     atomic.Uint64
 }
 
@@ -95,6 +102,12 @@ type ProjectorStats struct {
 	LastBatchSize uint64
 	// Poison counts messages that were not valid events: set aside, not applied.
 	Poison uint64
+	// DeadLettered counts poison messages this projector copied to the dead-letter stream
+	// (one already there, set aside before a restart or by another instance, is not counted).
+	DeadLettered uint64
+	// DeadLetterFailures counts poison messages it could not copy there; they were skipped
+	// all the same, and stay in the event stream at the logged sequence.
+	DeadLetterFailures uint64
 	// Failures counts failed reads and applies (each followed by a retry).
 	Failures uint64
 	// Lag is how many messages followed the last one read, in the stream, when it was read.
@@ -118,14 +131,16 @@ func (p *Projector) Ready() bool { return p.ready.Load() }
 // Stats returns the projector's counters.
 func (p *Projector) Stats() ProjectorStats {
 	return ProjectorStats{
-		Position:      p.position.Load(),
-		Ready:         p.ready.Load(),
-		EventsApplied: p.applied.Load(),
-		Batches:       p.batches.Load(),
-		LastBatchSize: p.lastBatch.Load(),
-		Poison:        p.poison.Load(),
-		Failures:      p.failures.Load(),
-		Lag:           p.lag.Load(),
+		Position:           p.position.Load(),
+		Ready:              p.ready.Load(),
+		EventsApplied:      p.applied.Load(),
+		Batches:            p.batches.Load(),
+		LastBatchSize:      p.lastBatch.Load(),
+		Poison:             p.poison.Load(),
+		DeadLettered:       p.deadLettered.Load(),
+		DeadLetterFailures: p.deadLetterFailures.Load(),
+		Failures:           p.failures.Load(),
+		Lag:                p.lag.Load(),
 	}
 }
 
@@ -292,6 +307,13 @@ func (p *Projector) collect(ctx context.Context, sub *eventstore.Subscription, b
 // apply hands a batch to the read model and counts what it did.
 func (p *Projector) apply(ctx context.Context, batch []eventstore.RecordedEvent) (uint64, error) {
 	before := p.position.Load()
+	// Poison goes to the dead-letter stream before the checkpoint passes it, so a crash in
+	// between sets it aside again on the next read (SetAside is idempotent) rather than never.
+	for _, r := range batch {
+		if r.Err != nil && r.Seq > before {
+			p.setAside(ctx, r)
+		}
+	}
 	actx, cancel := context.WithTimeout(ctx, p.cfg.ApplyTimeout)
 	cp, err := p.rm.Apply(actx, batch)
 	cancel()
@@ -305,8 +327,6 @@ func (p *Projector) apply(ctx context.Context, batch []eventstore.RecordedEvent)
 		}
 		if r.Err != nil {
 			p.poison.Add(1)
-			p.log.Warn("projector: set aside a message that is not a valid event",
-				"seq", r.Seq, "subject", r.Subject, "error", r.Err)
 			continue
 		}
 		applied++
@@ -316,6 +336,27 @@ func (p *Projector) apply(ctx context.Context, batch []eventstore.RecordedEvent)
 	p.lastBatch.Store(uint64(len(batch)))
 	p.setPosition(cp)
 	return cp, nil
+}
+
+// setAside copies a poison message to the dead-letter stream. A failure is logged and
+// counted, never retried in a loop: the message stays in the event stream regardless, and
+// the projector must not stop for it.
+func (p *Projector) setAside(ctx context.Context, r eventstore.RecordedEvent) {
+	d := eventstore.DeadLetterOf(r, p.cfg.Name)
+	already, err := p.store.SetAside(ctx, d)
+	switch {
+	case err != nil:
+		p.deadLetterFailures.Add(1)
+		p.log.Error("projector: skipping a message that is not a valid event, but could not set it aside on the dead-letter stream",
+			"seq", r.Seq, "subject", r.Subject, "reason", d.Reason, "dlq_stream", p.store.DeadLetterStream(), "error", err)
+	case already:
+		p.log.Info("projector: skipping a message that is not a valid event, already on the dead-letter stream",
+			"seq", r.Seq, "subject", r.Subject, "dlq_stream", p.store.DeadLetterStream())
+	default:
+		p.deadLettered.Add(1)
+		p.log.Warn("projector: set aside a message that is not a valid event on the dead-letter stream",
+			"seq", r.Seq, "subject", r.Subject, "reason", d.Reason, "dlq_stream", p.store.DeadLetterStream())
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
@@ -107,11 +109,76 @@ func TestProjectorSetsPoisonAside(t *testing.T) {
 		if v, err := rm.Key(context.Background(), p, k); err != nil || v.Description != "after" {
 			t.Fatalf("event after the poison message: key = %+v, %v", v, err)
 		}
-		if st := proj.Stats(); st.Poison != 1 || st.EventsApplied != seq-1 {
-			t.Errorf("Stats = %+v; want 1 poison message and %d events applied", st, seq-1)
+		if st := proj.Stats(); st.Poison != 1 || st.EventsApplied != seq-1 || st.DeadLettered != 1 || st.DeadLetterFailures != 0 {
+			t.Errorf("Stats = %+v; want 1 poison message set aside and %d events applied", st, seq-1)
 		}
 		assertMatchesStream(t, env.store, rm)
+
+		// Another projector reading the same stream from the start (a rebuild, or a second
+		// keysd) meets the garbage again and leaves one dead letter all the same.
+		again := env.run(t, NewProjector(env.store, NewMemory(), testProjectorConfig()))
+		waitFor(t, again, seq)
+		if st := again.Stats(); st.Poison != 1 || st.DeadLettered != 0 || st.DeadLetterFailures != 0 {
+			t.Errorf("second projector Stats = %+v; want the poison message found already set aside", st)
+		}
+		dead, err := env.store.DeadLetters(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 1 || dead[0].Subject != subject || string(dead[0].Raw) != "garbage {" || dead[0].Consumer != "projector" ||
+			dead[0].Seq != seq-1 || !strings.Contains(dead[0].Reason, "invalid event") {
+			t.Fatalf("dead letters %+v, want the garbage (sequence %d) once, with its reason", dead, seq-1)
+		}
 	})
+}
+
+func TestProjectorSurvivesAFailingDeadLetterStream(t *testing.T) {
+	t.Parallel()
+	env := newStreamEnv(t)
+	w := env.writer()
+	logs := &lockedBuffer{}
+	cfg := testProjectorConfig(func(c *ProjectorConfig) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	proj := env.run(t, NewProjector(env.store, NewMemory(), cfg))
+	p := w.createProject("acme")
+	k, _ := w.createKey(p, "u", "before")
+
+	// The dead-letter stream is gone (an operator deleted it): setting aside fails.
+	js, err := jetstream.New(env.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), env.store.DeadLetterStream()); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.nc.Publish("keyledger.key."+p+"."+newUUID()+".KeyCreated", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	seq := w.rename(p, k, "after")
+	waitFor(t, proj, seq)
+	if st := proj.Stats(); st.Poison != 1 || st.DeadLettered != 0 || st.DeadLetterFailures != 1 || st.EventsApplied != seq-1 {
+		t.Errorf("Stats = %+v; want the poison message skipped, its dead letter failed, and %d events applied", st, seq-1)
+	}
+	if !strings.Contains(logs.String(), "could not set it aside") || !strings.Contains(logs.String(), fmt.Sprintf("seq=%d", seq-1)) {
+		t.Errorf("logs do not report the failed dead letter with its sequence:\n%s", logs)
+	}
+}
+
+// lockedBuffer collects log lines written from the projector's goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestProjectorRestartContinuesFromCheckpoint(t *testing.T) {

@@ -131,10 +131,11 @@ var cliCommands = []*command{
 		configure: projectsAdminToken,
 	},
 	{
-		path:     "events tail",
-		synopses: []string{"[--project ID] [--since RFC3339 | --from-seq N] [--follow]"},
-		summary:  "print key events, oldest first, one JSON event per line",
-		uses:     usesNATS,
+		path:      "events tail",
+		synopses:  []string{"[--project ID] [--since RFC3339 | --from-seq N] [--follow]"},
+		summary:   "print key events, oldest first, one JSON event per line",
+		uses:      usesNATS,
+		configure: eventsTail,
 	},
 	{
 		path: "replay",

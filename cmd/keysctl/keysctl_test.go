@@ -404,7 +404,6 @@ func TestPlannedCommandsAnswerNotImplemented(t *testing.T) {
 		args []string
 		name string
 	}{
-		{[]string{"events", "tail", "--follow"}, "events tail"},
 		{[]string{"replay", "--database-url", "postgres://x", "--until-seq", "10"}, "replay"},
 		{[]string{"verify", "--database-url", "postgres://x"}, "verify"},
 		{[]string{"keys", "state", "--project", "p", "--key", "k"}, "keys state"},
@@ -455,5 +454,5 @@ func TestBinary(t *testing.T) {
 	url := unreachableNATS(t)
 	runBinary(t, "projects", "create", "--name", "x", "--nats-url", url, "--secret-file", secretPath).
 		wantOneErrorLine(t, exitFailure, "cannot reach NATS at "+url+": is keysd running?")
-	runBinary(t, "events", "tail").wantOneErrorLine(t, exitFailure, "events tail is not implemented yet")
+	runBinary(t, "events", "tail", "--nats-url", url).wantOneErrorLine(t, exitFailure, "cannot reach NATS at "+url)
 }

@@ -1,0 +1,100 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func TestKeyHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := e.newProject(t)
+	h := p.headers()
+	created := e.createKey(t, p, `{"user_id":"u","description":"first"}`)
+	id := created.body["id"].(string)
+	path := v1 + "/" + id
+	admin := with(h, "X-Stack-Admin-Access-Token", str(e.adminToken(t, p.id, "alice@example.com", time.Hour)))
+	renamed := e.ok(t, http.MethodPatch, path, admin, `{"description":"second"}`)
+	revoked := e.ok(t, http.MethodPatch, path, h, `{"revoked":true}`)
+	// Garbage on the key's own subject is not part of its history.
+	nc := e.nats.Connect(t)
+	if err := nc.Publish("keyledger.key."+p.id+"."+id+".KeyRevoked", []byte("garbage {")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+
+	r := e.ok(t, http.MethodGet, path+"/events", h, "")
+	var got struct {
+		IsPaginated *bool             `json:"is_paginated"`
+		Items       []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(r.raw, &got); err != nil || got.IsPaginated == nil || *got.IsPaginated {
+		t.Fatalf("body %s (%v), want is_paginated false and items", r.raw, err)
+	}
+	stored := e.events(t, p.id, id)
+	if len(got.Items) != 3 || len(stored) != 4 {
+		t.Fatalf("%d items from %d stored messages, want the 3 events without the garbage: %s", len(got.Items), len(stored), r.raw)
+	}
+	type event struct {
+		ID            string `json:"id"`
+		Type          string `json:"type"`
+		SchemaVersion int    `json:"schema_version"`
+		ProjectID     string `json:"project_id"`
+		KeyID         string `json:"key_id"`
+		UserID        string `json:"user_id"`
+		Version       int    `json:"version"`
+		Time          string `json:"time"`
+		Actor         struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		} `json:"actor"`
+		RequestID string         `json:"request_id"`
+		Data      map[string]any `json:"data"`
+	}
+	want := []struct {
+		typ, actorType, actorID, requestID string
+	}{
+		{"KeyCreated", "server_key", "", created.header.Get("x-stack-request-id")},
+		{"DescriptionChanged", "admin", "alice@example.com", renamed.header.Get("x-stack-request-id")},
+		{"KeyRevoked", "server_key", "", revoked.header.Get("x-stack-request-id")},
+	}
+	for i, item := range got.Items {
+		// Each item is the event as stored on the stream, oldest first.
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, item); err != nil || compact.String() != string(stored[i].Raw) {
+			t.Errorf("item %d = %s, want the stored event %s", i, item, stored[i].Raw)
+		}
+		var ev event
+		if err := json.Unmarshal(item, &ev); err != nil {
+			t.Fatal(err)
+		}
+		w := want[i]
+		if ev.Type != w.typ || ev.Version != i+1 || ev.SchemaVersion != 1 || ev.ProjectID != p.id || ev.KeyID != id ||
+			ev.UserID != "u" || ev.Actor.Type != w.actorType || (w.actorID != "" && ev.Actor.ID != w.actorID) ||
+			ev.Actor.ID == "" || ev.RequestID != w.requestID || ev.ID == "" || !isoUTC.MatchString(ev.Time) {
+			t.Errorf("item %d = %s, want %s version %d by %s %q for request %s", i, item, w.typ, i+1, w.actorType, w.actorID, w.requestID)
+		}
+	}
+	if !strings.Contains(string(got.Items[1]), `"data":{"old":"first","new":"second"}`) {
+		t.Errorf("DescriptionChanged %s lacks old and new", got.Items[1])
+	}
+	if strings.Contains(string(r.raw), created.body["value"].(string)) {
+		t.Error("the secret key is in the history")
+	}
+
+	t.Run("same errors as GET of the key", func(t *testing.T) {
+		other := e.newProject(t)
+		e.refused(t, http.MethodGet, path+"/events", other.headers(), "", http.StatusNotFound, "API_KEY_NOT_FOUND")
+		e.refused(t, http.MethodGet, v1+"/"+uuid.NewString()+"/events", h, "", http.StatusNotFound, "API_KEY_NOT_FOUND")
+		e.refused(t, http.MethodGet, v1+"/not-a-uuid/events", h, "", http.StatusBadRequest, "SCHEMA_ERROR")
+		e.refused(t, http.MethodGet, path+"/events", with(h, "X-Stack-Secret-Server-Key", nil), "", http.StatusUnauthorized, "SERVER_AUTHENTICATION_REQUIRED")
+		e.refused(t, http.MethodGet, path+"/events", with(h, "X-Stack-Secret-Server-Key", str(other.serverKey)), "", http.StatusUnauthorized, "INVALID_SECRET_SERVER_KEY")
+		e.refused(t, http.MethodPost, path+"/events", h, `{}`, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
+	})
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/keyledger/keyledger/eventstore"
+)
+
+// Watermill adapters over the event store. The store, not Watermill, knows JetStream: the
+// subscriber reads through eventstore's ordered subscription and the publisher writes
+// through eventstore's dead-letter method, so that Watermill's router (recovery, retries,
+// correlation ids, poison queue) runs over keyledger's stream without a second JetStream
+// client with its own ideas of subjects and consumers.
+
+// Metadata keys the subscriber puts on every message.
+const (
+	metaSeq         = "stream_seq"   // the message's stream sequence
+	metaSubject     = "subject"      // its subject
+	metaStoredAt    = "stored_at"    // when the server stored it, RFC 3339
+	metaPending     = "pending"      // messages after it in the subscription when delivered
+	metaDecodeError = "decode_error" // set when the message is not a valid event: why
+)
+
+// storeSubscriber is a Watermill Subscriber of the event stream. Subscribe's topic is a
+// subject filter. Messages are delivered one at a time, in stream order: the next one only
+// after the previous was acknowledged. A message nacked more than maxRedeliveries times is
+// skipped (reported through onGiveUp) so that one message can never stall the reader.
+type storeSubscriber struct {
+	store *eventstore.Store
+	// from is the first stream sequence to read (1: the beginning), opts narrow the read
+	// further (eventstore.FromTime).
+	from uint64
+	opts []eventstore.SubscribeOption
+	// until, when not 0, ends the subscription after the message at or past this sequence
+	// (closing the channel); 0 follows the stream until the context ends.
+	until           uint64
+	maxRedeliveries int
+	onGiveUp        func(seq uint64, subject string)
+
+	mu     sync.Mutex
+	err    error // why a subscription ended early
+	cancel []context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Subscribe starts reading the stream on the subject filter topic.
+func (s *storeSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	sub, err := s.subscribe(ctx, topic, 0)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.cancel = append(s.cancel, cancel)
+	s.mu.Unlock()
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		defer cancel()
+		s.read(ctx, topic, sub, out)
+	}()
+	return out, nil
+}
+
+// subscribe opens the store's subscription on topic, from the start the subscriber was
+// configured with, or right after sequence after when it is not 0.
+func (s *storeSubscriber) subscribe(ctx context.Context, topic string, after uint64) (*eventstore.Subscription, error) {
+	opts := []eventstore.SubscribeOption{eventstore.WithSubjects(topic)}
+	if after == 0 {
+		return s.store.Subscribe(ctx, s.from, append(opts, s.opts...)...)
+	}
+	return s.store.Subscribe(ctx, after+1, opts...)
+}
+
+// maxResubscribes bounds how often in a row a failed subscription is opened again (the NATS
+// server restarting, a connection lost) before the reader gives up.
+const maxResubscribes = 5
+
+func (s *storeSubscriber) read(ctx context.Context, topic string, sub *eventstore.Subscription, out chan<- *message.Message) {
+	defer func() {
+		if sub != nil {
+			sub.Stop()
+		}
+	}()
+	var last uint64 // the last sequence delivered
+	failures, backoff := 0, 100*time.Millisecond
+	for ctx.Err() == nil {
+		r, err := sub.Next(ctx, time.Second)
+		if errors.Is(err, eventstore.ErrNoMessage) {
+			continue
+		}
+		if err != nil {
+			// Read again from where delivery stopped, a bounded number of times.
+			sub.Stop()
+			for {
+				failures++
+				if failures > maxResubscribes {
+					s.fail(fmt.Errorf("read the event stream: %w", err))
+					sub = nil
+					return
+				}
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					sub = nil
+					return
+				}
+				backoff = min(2*backoff, 2*time.Second)
+				if sub, err = s.subscribe(ctx, topic, last); err == nil {
+					break
+				}
+			}
+			continue
+		}
+		failures, backoff = 0, 100*time.Millisecond
+		if !s.deliver(ctx, r, out) {
+			return
+		}
+		last = r.Seq
+		if s.until != 0 && r.Seq >= s.until {
+			return
+		}
+	}
+}
+
+// deliver hands one message to the router and waits for its ack, redelivering a nacked one a
+// bounded number of times. It returns false when ctx ended first.
+func (s *storeSubscriber) deliver(ctx context.Context, r eventstore.RecordedEvent, out chan<- *message.Message) bool {
+	for attempt := 0; ; attempt++ {
+		msg := toMessage(r)
+		msg.SetContext(ctx)
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			return false
+		}
+		select {
+		case <-msg.Acked():
+			return true
+		case <-msg.Nacked():
+			if attempt >= s.maxRedeliveries {
+				if s.onGiveUp != nil {
+					s.onGiveUp(r.Seq, r.Subject)
+				}
+				return true
+			}
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func toMessage(r eventstore.RecordedEvent) *message.Message {
+	id := r.Event.ID
+	if r.Err != nil || id == "" {
+		id = "seq-" + strconv.FormatUint(r.Seq, 10)
+	}
+	msg := message.NewMessage(id, r.Raw)
+	msg.Metadata.Set(metaSeq, strconv.FormatUint(r.Seq, 10))
+	msg.Metadata.Set(metaSubject, r.Subject)
+	msg.Metadata.Set(metaStoredAt, r.Time.UTC().Format(time.RFC3339Nano))
+	msg.Metadata.Set(metaPending, strconv.FormatUint(r.Pending, 10))
+	if r.Err != nil {
+		msg.Metadata.Set(metaDecodeError, r.Err.Error())
+	} else if r.Event.RequestID != "" {
+		// The request that caused the event: what CorrelationID carries to anything the
+		// handler produces (here, dead letters).
+		middleware.SetCorrelationID(r.Event.RequestID, msg)
+	}
+	return msg
+}
+
+func (s *storeSubscriber) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// Err is why a subscription ended before its end or its context (nil if none did).
+func (s *storeSubscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends every subscription and waits for their readers.
+func (s *storeSubscriber) Close() error {
+	s.mu.Lock()
+	for _, c := range s.cancel {
+		c()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// deadLetterPublisher is a Watermill Publisher onto the event store's dead-letter stream,
+// for the PoisonQueue middleware: the topic is the consumer name the message is set aside
+// under, and the original sequence, subject and reason come from the message's metadata.
+type deadLetterPublisher struct {
+	store *eventstore.Store
+	// onSetAside reports each message set aside (already: it was there before).
+	onSetAside func(d eventstore.DeadLetter, already bool)
+}
+
+// Publish sets each message aside; the first failure is returned (the router then nacks).
+func (p *deadLetterPublisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, msg := range msgs {
+		seq, err := strconv.ParseUint(msg.Metadata.Get(metaSeq), 10, 64)
+		if err != nil {
+			return fmt.Errorf("dead letter %s: no stream sequence in its metadata", msg.UUID)
+		}
+		stored, _ := time.Parse(time.RFC3339Nano, msg.Metadata.Get(metaStoredAt))
+		d := eventstore.DeadLetter{
+			Seq: seq, Subject: msg.Metadata.Get(metaSubject), Time: stored, Raw: msg.Payload,
+			Reason: msg.Metadata.Get(middleware.ReasonForPoisonedKey), Consumer: topic,
+		}
+		already, err := p.store.SetAside(msg.Context(), d)
+		if err != nil {
+			return err
+		}
+		if p.onSetAside != nil {
+			p.onSetAside(d, already)
+		}
+	}
+	return nil
+}
+
+// Close releases nothing: the store's connection belongs to the caller.
+func (p *deadLetterPublisher) Close() error { return nil }

@@ -1,0 +1,26 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// LastOf is the stream sequence and storage time of the last message on a subject filter
+// (such as KeySubjectFilter), or 0 when there is none: where a bounded read of that filter
+// ends.
+func (s *Store) LastOf(ctx context.Context, filter string) (uint64, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	m, err := s.getLast(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, time.Time{}, nil
+	}
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("last message on %s: %w: %v", filter, ErrUnavailable, err)
+	}
+	return m.Sequence, m.Time, nil
+}
