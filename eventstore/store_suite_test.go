@@ -331,7 +331,9 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 		s := openStore(t, srv)
 		p := uuid.NewString()
 		subject := "keyledger.key." + p + ".x.KeyRevoked"
-		if err := srv.Connect(t).Publish(subject, []byte(`{"type":"KeyRevoked"`)); err != nil {
+		// Published as a misbehaving client would, but acknowledged, so it is stored before
+		// the read below starts.
+		if _, err := s.JetStream().Publish(ctx, subject, []byte(`{"type":"KeyRevoked"`)); err != nil {
 			t.Fatal(err)
 		}
 		var garbage eventstore.RecordedEvent
