@@ -6,7 +6,7 @@ GO   ?= go
 PKGS ?= ./...
 ARGS ?=
 
-.PHONY: run build test test-short lint
+.PHONY: run build test test-short crash-test fuzz lint
 .DEFAULT_GOAL := build
 
 ## run: start keysd with its defaults (embedded NATS, in-process read model); ARGS="..." adds flags
@@ -27,6 +27,23 @@ test:
 test-short:
 	scripts/ensure-postgres.sh
 	$(GO) test -short -count=1 -timeout 10m $(PKGS)
+
+## crash-test: the crash tests (kill -9, NATS restart, read model cut off) with more rounds
+## than `make test` runs; ROUNDS=N sets how many faults each injects (default 5)
+ROUNDS ?= 5
+crash-test:
+	scripts/ensure-postgres.sh
+	$(GO) test -race -count=1 -timeout 30m -v -run 'Crash|TestTwoInstances' ./cmd/keysd -args -crash.rounds=$(ROUNDS)
+
+## fuzz: run each fuzzer for FUZZTIME (default 60s), one at a time; `make test` runs their corpora
+FUZZTIME ?= 60s
+FUZZERS = api:FuzzDecodeUpdate api:FuzzDecodeCreate api:FuzzDecodeCheck api:FuzzPatchHandler \
+	domain:FuzzParseSecretKey domain:FuzzUnmarshalEvent
+fuzz:
+	@set -e; for f in $(FUZZERS); do \
+		pkg=$${f%%:*}; name=$${f#*:}; echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done
 
 ## lint: gofmt must have nothing to change; go vet must pass
 lint:

@@ -58,6 +58,12 @@ type Deps struct {
 	// MaxInFlight is how many API requests are handled at once; more are shed with 503
 	// SERVICE_UNAVAILABLE and Retry-After. Default 512.
 	MaxInFlight int
+	// RateLimit is how many API requests per second each project may make, checked after
+	// authentication; more get 429 RATE_LIMITED with Retry-After. 0: no limit.
+	RateLimit float64
+	// RateBurst is how many requests a project may make at once above RateLimit. Default
+	// twice RateLimit.
+	RateBurst int
 }
 
 func (d *Deps) setDefaults() {
@@ -99,6 +105,9 @@ func (d Deps) Validate() error {
 	if d.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("api: MaxInFlight must not be negative, got %d", d.MaxInFlight))
 	}
+	if d.RateLimit < 0 || d.RateBurst < 0 {
+		errs = append(errs, fmt.Errorf("api: RateLimit and RateBurst must not be negative, got %g and %d", d.RateLimit, d.RateBurst))
+	}
 	return errors.Join(errs...)
 }
 
@@ -110,6 +119,7 @@ type server struct {
 	metrics  *metrics
 	router   *mux.Router
 	inFlight chan struct{}
+	limiter  *projectLimiter
 }
 
 // Route names; routeMethodNotAllowed marks a route that only answers 405.
@@ -125,7 +135,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
-	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight)}
+	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight),
+		limiter: newProjectLimiter(d.RateLimit, d.RateBurst)}
 	m, err := newMetrics(d.Registry, d.Projector)
 	if err != nil {
 		return nil, err
@@ -175,7 +186,7 @@ func NewServer(addr string, h http.Handler) *http.Server {
 // apiHandler is an endpoint of /api/v1, called with the authenticated caller.
 type apiHandler func(w http.ResponseWriter, r *http.Request, caller commands.Caller)
 
-// api wraps an endpoint: load shedding and authentication. The request's work is bounded by
+// api wraps an endpoint: load shedding, authentication, and the project's rate limit. The request's work is bounded by
 // the event store's timeout on each call and Deps.WaitTimeout on the projector (a deadline
 // on the whole request would replace the store's own, shorter, timeouts).
 func (s *server) api(h apiHandler) http.Handler {
@@ -198,6 +209,10 @@ func (s *server) api(h apiHandler) http.Handler {
 		}
 		if info := infoOf(r.Context()); info != nil {
 			info.projectID = caller.ProjectID
+		}
+		if err := s.limiter.allow(caller.ProjectID, time.Now()); err != nil {
+			writeError(w, r, err)
+			return
 		}
 		h(w, r, caller)
 	})

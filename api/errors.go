@@ -12,6 +12,7 @@ import (
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/projections"
 )
 
 // Error codes of the contract (CONTRACT section 2), sent as "code" and, for all but
@@ -34,6 +35,7 @@ const (
 	CodeAdminAccessTokenIsNotAdmin = "ADMIN_ACCESS_TOKEN_IS_NOT_ADMIN"
 	CodeInsufficientAccessType     = "INSUFFICIENT_ACCESS_TYPE"
 	CodeServiceUnavailable         = "SERVICE_UNAVAILABLE"
+	CodeRateLimited                = "RATE_LIMITED"
 	CodeRouteNotFound              = "ROUTE_NOT_FOUND"
 	CodeMethodNotAllowed           = "METHOD_NOT_ALLOWED"
 	CodeInternalServerError        = "INTERNAL_SERVER_ERROR"
@@ -109,6 +111,8 @@ var errorTable = []errorMapping{
 		"The service is catching up with recent changes; retry the request.", retryAfterUnavailable},
 	{eventstore.IsUnavailable, http.StatusServiceUnavailable, CodeServiceUnavailable,
 		"The event store is unavailable; retry the request.", retryAfterUnavailable},
+	{projections.IsUnavailable, http.StatusServiceUnavailable, CodeServiceUnavailable,
+		"The read model is unavailable; retry the request.", retryAfterUnavailable},
 }
 
 // toAPIError turns any error of a request into its response. Errors that are no known kind

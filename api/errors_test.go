@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyledger/keyledger/commands"
@@ -41,6 +44,10 @@ func TestErrorTable(t *testing.T) {
 		{"store unavailable", wrap(eventstore.ErrUnavailable), 503, CodeServiceUnavailable, "", "2"},
 		{"store timeout", wrap(context.DeadlineExceeded), 503, CodeServiceUnavailable, "", "2"},
 		{"projector behind", fmt.Errorf("wait: %w (%w)", errProjectorBehind, errors.New("x")), 503, CodeServiceUnavailable, "", "2"},
+		{"read model refused the connection", wrap(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), 503, CodeServiceUnavailable,
+			"The read model is unavailable; retry the request.", "2"},
+		{"read model shutting down", wrap(&pgconn.PgError{Code: "57P01"}), 503, CodeServiceUnavailable, "", "2"},
+		{"read model constraint violation", wrap(&pgconn.PgError{Code: "23505"}), 500, CodeInternalServerError, "", ""},
 		{"shaped error passes through", &apiError{Status: 401, Code: CodeServerAuthRequired, Message: "m"}, 401, CodeServerAuthRequired, "m", ""},
 		{"anything else", errors.New("disk on fire"), 500, CodeInternalServerError, "", ""},
 		{"a conflict that escaped the retry", eventstore.ErrConflict, 500, CodeInternalServerError, "", ""},

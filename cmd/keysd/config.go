@@ -25,6 +25,8 @@ type config struct {
 	SyncAlways       bool
 	ReadBarrier      string
 	ShutdownTimeout  time.Duration
+	RateLimit        float64
+	RateBurst        int
 	LogLevel         string
 }
 
@@ -53,6 +55,14 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		}
 		return def
 	}
+	envFloat := func(name string, def float64) float64 {
+		if v := getenv(name); v != "" {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				return f
+			}
+		}
+		return def
+	}
 	fs.StringVar(&c.HTTPAddr, "http-addr", env("KEYS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KEYS_HTTP_ADDR)")
 	fs.StringVar(&c.NATSURL, "nats-url", env("KEYS_NATS_URL", ""), "NATS server(s), comma-separated; empty: run an embedded NATS server (env KEYS_NATS_URL)")
 	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", env("KEYS_EMBEDDED_NATS_ADDR", "127.0.0.1:4223"), "listen address of the embedded NATS server (env KEYS_EMBEDDED_NATS_ADDR)")
@@ -61,6 +71,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.SecretFile, "secret-file", env("KEYS_SECRET_FILE", ""), "server-side secret shared by the deployment; created when missing (default <data-dir>/secret; env KEYS_SECRET_FILE)")
 	fs.BoolVar(&c.SyncAlways, "sync-always", envBool("KEYS_SYNC_ALWAYS", false), "embedded NATS: fsync every append before acknowledging it (survives machine crashes; slower) (env KEYS_SYNC_ALWAYS)")
 	fs.StringVar(&c.ReadBarrier, "read-barrier", env("KEYS_READ_BARRIER", "auto"), "reads wait for the projector to reach the stream's end: auto (when several instances may share the stream with per-process read models), on, off (env KEYS_READ_BARRIER)")
+	fs.Float64Var(&c.RateLimit, "rate-limit", envFloat("KEYS_RATE_LIMIT", 1000), "API requests per second allowed to each project; more get 429 RATE_LIMITED; 0: no limit (env KEYS_RATE_LIMIT)")
+	fs.IntVar(&c.RateBurst, "rate-burst", int(envFloat("KEYS_RATE_BURST", 0)), "requests a project may send at once above --rate-limit; 0: twice --rate-limit (env KEYS_RATE_BURST)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.StringVar(&c.LogLevel, "log-level", env("KEYS_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYS_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +100,9 @@ func (c config) Validate() error {
 		if c.DataDir == "" {
 			errs = append(errs, errors.New("--data-dir must not be empty with the embedded NATS server"))
 		}
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		errs = append(errs, fmt.Errorf("--rate-limit %g and --rate-burst %d must not be negative", c.RateLimit, c.RateBurst))
 	}
 	switch c.ReadBarrier {
 	case "auto", "on", "off":

@@ -60,6 +60,7 @@ type keysdOptions struct {
 	databaseURL string
 	dataDir     string
 	secretFile  string
+	extraArgs   []string // more flags, such as --rate-limit
 }
 
 func startKeysd(t *testing.T, o keysdOptions) *keysd {
@@ -87,6 +88,7 @@ func startKeysd(t *testing.T, o keysdOptions) *keysd {
 		k.secret = o.secretFile
 		args = append(args, "--secret-file", o.secretFile)
 	}
+	args = append(args, o.extraArgs...)
 	k.args = append([]string{bin}, args...)
 	k.start()
 	t.Cleanup(func() { k.kill() })

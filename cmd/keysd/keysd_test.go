@@ -105,9 +105,9 @@ func TestEmbeddedDefaultsEndToEnd(t *testing.T) {
 	}
 }
 
-// Two keysd instances on one external nats-server and one PostgreSQL, with concurrent
-// PATCHes of one key through both: no lost update, contiguous versions, every change
-// visible on the other instance right after its 200, and the read model equal to a replay.
+// Two keysd instances on one external nats-server and one PostgreSQL, with 64 clients
+// PATCHing one key through both: no lost update, contiguous versions, every change visible
+// on the other instance right after its 200, and the read model equal to a replay.
 func TestTwoInstancesSharingNATSAndPostgres(t *testing.T) {
 	ns := testenv.ExternalNATS(t)
 	db := testenv.Postgres(t)
@@ -134,7 +134,7 @@ func TestTwoInstancesSharingNATSAndPostgres(t *testing.T) {
 		oks  int
 		busy int
 	)
-	const clients, perClient = 16, 8
+	const clients, perClient = 64, 4
 	for c := range clients {
 		wg.Add(1)
 		go func() {
@@ -201,6 +201,11 @@ func TestTwoInstancesSharingNATSAndPostgres(t *testing.T) {
 		}
 	}
 	t.Logf("%d PATCHes acknowledged, %d answered busy", oks, busy)
+	acked := map[string]string{}
+	for _, o := range obs {
+		acked[o.wrote] = id
+	}
+	checkPostgresMatchesReplay(t, db, ns.URL, replay(t, ns.URL, acked))
 }
 
 // Malformed, oversized, unauthorised and conflicting requests: each gets its 4xx JSON error,

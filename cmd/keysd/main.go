@@ -109,6 +109,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	handler, err := api.NewHandler(api.Deps{
 		Commands: cmds, ReadModel: rm, Projector: projector, Store: store, Hasher: hasher,
 		Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
+		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 	})
 	if err != nil {
 		return err
