@@ -203,7 +203,7 @@ func TestAuditConsumerFromTheDocs(t *testing.T) {
 	r = ok(k.do("PATCH", "/api/v1/user-api-keys/"+a.str("id"), p, map[string]any{"description": "deploy (revoked)", "revoked": true}))
 	want = append(want,
 		change{"DescriptionChanged", a.str("id"), "server_key", "", r.Header.Get("x-stack-request-id"), `{"old":"deploy (old)","new":"deploy (revoked)"}`},
-		change{"KeyRevoked", a.str("id"), "server_key", "", r.Header.Get("x-stack-request-id"), `{"revoked_at":"` + r.str("manually_revoked_at") + `"}`})
+		change{"KeyRevoked", a.str("id"), "server_key", "", r.Header.Get("x-stack-request-id"), `{"revoked_at":` + eventTime(t, r.str("manually_revoked_at")) + `}`})
 
 	seqs, events := got.wait(t, len(want))
 	stop()
@@ -244,4 +244,16 @@ func TestAuditConsumerFromTheDocs(t *testing.T) {
 	seqs, events = later.wait(t, 1)
 	stop()
 	check(seqs, events, []change{{"KeyRevoked", b.str("id"), "server_key", "", r.Header.Get("x-stack-request-id"), ""}}, []int{2})
+}
+
+// eventTime is how an event's data writes the instant the API rendered as s (RFC 3339 with
+// as many fractional digits as needed, where the API always writes three).
+func eventTime(t *testing.T, s string) string {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("API timestamp %q: %v", s, err)
+	}
+	b, _ := json.Marshal(at.UTC())
+	return string(b)
 }
