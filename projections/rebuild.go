@@ -47,7 +47,7 @@ type RebuildConfig struct {
 	// with AsOf a separate schema (default AsOfSchema), replaced if it exists, which must
 	// not be the live one.
 	Schema string
-	// KeepOld keeps the replaced live schema, renamed to <schema>_old_<unix time>, instead of
+	// KeepOld keeps the replaced live schema, renamed to <schema>_old_<Unix time in nanoseconds>, instead of
 	// dropping it after the swap.
 	KeepOld bool
 	// BatchSize is how many events are read and folded at a time. Default 8192.
@@ -376,7 +376,7 @@ func (b *rebuild) swapLive(ctx context.Context, res *RebuildResult) error {
 
 	b.progress(PhaseSwap)
 	live := newStatements(b.cfg.Schema)
-	old := fmt.Sprintf("%s_old_%d", b.cfg.Schema, time.Now().Unix())
+	old := fmt.Sprintf("%s_old_%d", b.cfg.Schema, time.Now().UnixNano())
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_tables WHERE schemaname = $1 AND tablename = 'checkpoint')", b.cfg.Schema).Scan(&exists); err != nil {

@@ -42,7 +42,7 @@ func replay(fs *flag.FlagSet) func(*invocation) error {
 	until := fs.String("until", "", "build the read model as of this `RFC3339` time, into --schema, leaving the live one alone")
 	untilSeq := fs.Uint64("until-seq", 0, "build the read model as of this stream sequence `N`, into --schema, leaving the live one alone")
 	schema := fs.String("schema", "", "the `NAME` of the schema an --until or --until-seq read model is built into, replacing one of that name (default "+projections.AsOfSchema+")")
-	keepOld := fs.Bool("keep-old", false, "keep the replaced live schema (renamed keyledger_old_<unix time>) instead of dropping it")
+	keepOld := fs.Bool("keep-old", false, "keep the replaced live schema (renamed keyledger_old_<timestamp>) instead of dropping it")
 	compare := fs.Bool("compare-copy", false, "also time a plain COPY of as many rows as events were replayed, and report it (copy_baseline_seconds)")
 	return func(inv *invocation) error {
 		seen := map[string]bool{}
