@@ -308,4 +308,3 @@ func schemaHasTable(t *testing.T, p *Postgres, schema, table string) bool {
 	}
 	return ok
 }
-
