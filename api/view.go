@@ -57,3 +57,7 @@ func formatTime(t *time.Time) *string {
 	s := t.UTC().Format(timeLayout)
 	return &s
 }
+
+// KeyObject renders a key as the key object of CONTRACT section 3, for tools outside the
+// API that must print keys exactly as the API does (keysctl keys state).
+func KeyObject(k domain.KeySnapshot) any { return newKeyObject(k) }

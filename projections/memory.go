@@ -30,6 +30,7 @@ type Memory struct {
 type memProject struct {
 	id   string
 	snap *domain.ProjectSnapshot // nil until its ProjectCreated
+	seq  uint64                  // the stream sequence of its ProjectCreated
 }
 
 type memKeyRef struct {
@@ -116,6 +117,7 @@ func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (ui
 			idx := m.intern(p.ID)
 			if m.projects[idx].snap == nil {
 				m.projects[idx].snap = &p
+				m.projects[idx].seq = r.Seq
 			}
 		}
 	}
@@ -344,6 +346,44 @@ func (m *Memory) EachKey(ctx context.Context, fn func(KeyView) error) error {
 		}
 	}
 	return nil
+}
+
+// eachState calls fn for every key with its creation sequence, and every project with the
+// sequence of its creation, holding the read lock throughout: for Rebuild, which owns the
+// Memory it loads from.
+func (m *Memory) eachState(key func(keyState) error, project func(domain.ProjectSnapshot, uint64) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.projects {
+		if p.snap != nil {
+			if err := project(*p.snap, p.seq); err != nil {
+				return err
+			}
+		}
+	}
+	for _, rec := range m.keys {
+		if err := key(m.decode(rec)); err != nil {
+			return err
+		}
+	}
+	for _, rec := range m.oddKeys {
+		if err := key(m.decode(rec)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// counts returns how many keys and projects the read model holds.
+func (m *Memory) counts() (keys, projects int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, p := range m.projects {
+		if p.snap != nil {
+			projects++
+		}
+	}
+	return len(m.keys) + len(m.oddKeys), projects
 }
 
 // Close implements ReadModel; an in-process read model holds nothing to release.

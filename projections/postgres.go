@@ -318,45 +318,9 @@ func (p *Postgres) Apply(ctx context.Context, events []eventstore.RecordedEvent)
 	}
 	var checkpoint uint64
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var pos int64
-		if err := tx.QueryRow(ctx, p.sql.lockCheckpoint).Scan(&pos); err != nil {
-			return fmt.Errorf("lock checkpoint: %w", err)
-		}
-		checkpoint = uint64(pos)
-		todo, err := unapplied(checkpoint, events)
-		if err != nil || len(todo) == 0 {
-			return err
-		}
-		keys, err := p.loadKeys(ctx, tx, todo)
-		if err != nil {
-			return err
-		}
-		var w pgWrites
-		for _, r := range todo {
-			if r.Seq <= checkpoint {
-				continue
-			}
-			checkpoint = r.Seq
-			if r.Err != nil {
-				continue
-			}
-			if isKeyEvent(r.Event) {
-				ref := keyRef{r.Event.ProjectID, r.Event.KeyID}
-				if next, ok := evolveKey(keys[ref], r); ok {
-					if _, seen := w.changed[ref]; !seen {
-						w.order = append(w.order, ref)
-					}
-					w.key(ref, next)
-					keys[ref] = &next
-				}
-			} else if proj, ok := projectOf(r); ok {
-				w.project(proj, r.Seq)
-			}
-		}
-		b := &pgx.Batch{}
-		w.queue(b, p.sql)
-		b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
-		return tx.SendBatch(ctx, b).Close()
+		var err error
+		checkpoint, err = p.applyTx(ctx, tx, events)
+		return err
 	})
 	if err != nil {
 		var gap *GapError
@@ -366,6 +330,50 @@ func (p *Postgres) Apply(ctx context.Context, events []eventstore.RecordedEvent)
 		return 0, fmt.Errorf("apply events %d..%d: %w", events[0].Seq, events[len(events)-1].Seq, err)
 	}
 	return checkpoint, nil
+}
+
+// applyTx is Apply within tx, which it leaves open: lock the checkpoint, apply what lies
+// beyond it, move it. Rebuild uses it to apply the last events under the swap's lock.
+func (p *Postgres) applyTx(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (uint64, error) {
+	var pos int64
+	if err := tx.QueryRow(ctx, p.sql.lockCheckpoint).Scan(&pos); err != nil {
+		return 0, fmt.Errorf("lock checkpoint: %w", err)
+	}
+	checkpoint := uint64(pos)
+	todo, err := unapplied(checkpoint, events)
+	if err != nil || len(todo) == 0 {
+		return checkpoint, err
+	}
+	keys, err := p.loadKeys(ctx, tx, todo)
+	if err != nil {
+		return 0, err
+	}
+	var w pgWrites
+	for _, r := range todo {
+		if r.Seq <= checkpoint {
+			continue
+		}
+		checkpoint = r.Seq
+		if r.Err != nil {
+			continue
+		}
+		if isKeyEvent(r.Event) {
+			ref := keyRef{r.Event.ProjectID, r.Event.KeyID}
+			if next, ok := evolveKey(keys[ref], r); ok {
+				if _, seen := w.changed[ref]; !seen {
+					w.order = append(w.order, ref)
+				}
+				w.key(ref, next)
+				keys[ref] = &next
+			}
+		} else if proj, ok := projectOf(r); ok {
+			w.project(proj, r.Seq)
+		}
+	}
+	b := &pgx.Batch{}
+	w.queue(b, p.sql)
+	b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
+	return checkpoint, tx.SendBatch(ctx, b).Close()
 }
 
 type keyRef struct{ project, key string }

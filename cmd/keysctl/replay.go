@@ -1,0 +1,292 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/keyledger/keyledger/api"
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/projections"
+)
+
+// replaySummary is the JSON object replay prints as its last line on stdout.
+type replaySummary struct {
+	Events          uint64  `json:"events"`
+	Keys            uint64  `json:"keys"`
+	Projects        uint64  `json:"projects"`
+	Seconds         float64 `json:"seconds"`
+	EventsPerSecond float64 `json:"events_per_second"`
+	Schema          string  `json:"schema"`
+	UntilSeq        uint64  `json:"until_seq"`
+	OldSchema       string  `json:"old_schema,omitempty"`
+	ReadSeconds     float64 `json:"read_seconds"`
+	CopySeconds     float64 `json:"copy_seconds"`
+	SwapSeconds     float64 `json:"swap_seconds"`
+	// CopyBaselineSeconds is a plain COPY of Events rows (--compare-copy).
+	CopyBaselineSeconds *float64 `json:"copy_baseline_seconds,omitempty"`
+}
+
+// replay rebuilds the live read model and swaps it in, or builds one as of a past point.
+func replay(fs *flag.FlagSet) func(*invocation) error {
+	until := fs.String("until", "", "build the read model as of this `RFC3339` time, into --schema, leaving the live one alone")
+	untilSeq := fs.Uint64("until-seq", 0, "build the read model as of this stream sequence `N`, into --schema, leaving the live one alone")
+	schema := fs.String("schema", "", "the `NAME` of the schema an --until or --until-seq read model is built into, replacing one of that name (default "+projections.AsOfSchema+")")
+	keepOld := fs.Bool("keep-old", false, "keep the replaced live schema (renamed keyledger_old_<timestamp>) instead of dropping it")
+	compare := fs.Bool("compare-copy", false, "also time a plain COPY of as many rows as events were replayed, and report it (copy_baseline_seconds)")
+	return func(inv *invocation) error {
+		seen := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { seen[f.Name] = true })
+		asOf := seen["until"] || seen["until-seq"]
+		var at time.Time
+		switch {
+		case inv.databaseURL == "":
+			return usagef("replay: --%s is required (or env %s)", flagDatabaseURL, envDatabaseURL)
+		case seen["until"] && seen["until-seq"]:
+			return usagef("replay: give --until or --until-seq, not both")
+		case seen["schema"] && !asOf:
+			return usagef("replay: --schema needs --until or --until-seq (the live read model is always %s)", projections.DefaultSchema)
+		case *keepOld && asOf:
+			return usagef("replay: --keep-old applies to live rebuilds only")
+		case seen["until"]:
+			t, err := time.Parse(time.RFC3339Nano, *until)
+			if err != nil {
+				return usagef("replay: --until %q is not an RFC3339 time such as 2025-12-31T23:59:59Z", *until)
+			}
+			at = t
+		}
+		if asOf && *schema == projections.DefaultSchema {
+			return usagef("replay: --schema %s is the live read model; pick another name", projections.DefaultSchema)
+		}
+		if err := (projections.PostgresConfig{Schema: *schema}).Validate(); *schema != "" && err != nil {
+			return usagef("replay: --schema: %v", err)
+		}
+		store, closeStore, err := openStore(inv)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		cfg := projections.RebuildConfig{AsOf: asOf, Until: *untilSeq, Schema: *schema, KeepOld: *keepOld}
+		if seen["until"] {
+			if cfg.Until, err = store.SeqAtTime(inv.ctx, at); err != nil {
+				return err
+			}
+		}
+		bar := newProgress(inv.stderr)
+		cfg.Progress = bar.update
+		res, err := projections.Rebuild(inv.ctx, inv.databaseURL, store, cfg)
+		bar.finish()
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		sum := replaySummary{
+			Events: res.Events, Keys: res.Keys, Projects: res.Projects, Seconds: res.Total.Seconds(),
+			Schema: res.Schema, UntilSeq: res.UntilSeq, OldSchema: res.OldSchema,
+			ReadSeconds: res.Read.Seconds(), CopySeconds: res.Copy.Seconds(), SwapSeconds: res.Swap.Seconds(),
+		}
+		if res.Total > 0 {
+			sum.EventsPerSecond = math.Round(float64(res.Events) / res.Total.Seconds())
+		}
+		if *compare {
+			d, err := projections.MeasureCopy(inv.ctx, inv.databaseURL, int(res.Events))
+			if err != nil {
+				return fmt.Errorf("replay: --compare-copy: %w", err)
+			}
+			s := d.Seconds()
+			sum.CopyBaselineSeconds = &s
+		}
+		return printJSON(inv.stdout, sum)
+	}
+}
+
+// openStore connects to NATS and opens the event store, for the commands that read it.
+func openStore(inv *invocation) (*eventstore.Store, func(), error) {
+	if err := checkNATSURLs(inv.natsURL); err != nil {
+		return nil, nil, err
+	}
+	nc, err := connectNATS(inv.natsURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{Timeout: 30 * time.Second})
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("open event store on NATS at %s: %w", redactURLs(inv.natsURL), err)
+	}
+	return store, nc.Close, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	out, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", out)
+	return err
+}
+
+// progress reports a rebuild on stderr: a bar redrawn in place on a terminal, a plain line
+// every few seconds otherwise (logs, CI).
+type progress struct {
+	w        io.Writer
+	terminal bool
+	every    time.Duration
+
+	mu    sync.Mutex
+	last  time.Time
+	phase string
+	drawn bool
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w, every: 5 * time.Second}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.terminal, p.every = true, 200*time.Millisecond
+	}
+	return p
+}
+
+func (p *progress) update(r projections.RebuildProgress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := r.Phase != p.phase
+	p.phase = r.Phase
+	if !changed && time.Since(p.last) < p.every {
+		return
+	}
+	p.last = time.Now()
+	rate := 0.0
+	if s := r.Elapsed.Seconds(); s > 0 {
+		rate = float64(r.Events) / s
+	}
+	eta := "?"
+	if rate > 0 && r.Total >= r.Events {
+		eta = (time.Duration(float64(r.Total-r.Events) / rate * float64(time.Second))).Round(time.Second).String()
+	}
+	if !p.terminal {
+		fmt.Fprintf(p.w, "keysctl replay: %s: %d/%d events, %.0f events/s, ETA %s\n", r.Phase, r.Events, r.Total, rate, eta)
+		return
+	}
+	const width = 30
+	frac := 1.0
+	if r.Total > 0 {
+		frac = min(1, float64(r.Events)/float64(r.Total))
+	}
+	full := int(frac * width)
+	fmt.Fprintf(p.w, "\r\x1b[K%-7s [%s%s] %3.0f%% %d/%d events  %.0f/s  ETA %s",
+		r.Phase, strings.Repeat("=", full), strings.Repeat(" ", width-full), frac*100, r.Events, r.Total, rate, eta)
+	p.drawn = true
+}
+
+// finish ends the bar's line so that what follows starts on its own.
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// verify compares the PostgreSQL read model with a replay of the stream.
+func verify(fs *flag.FlagSet) func(*invocation) error {
+	return func(inv *invocation) error {
+		if inv.databaseURL == "" {
+			return usagef("verify: --%s is required (or env %s)", flagDatabaseURL, envDatabaseURL)
+		}
+		store, closeStore, err := openStore(inv)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		pg, err := projections.OpenPostgres(inv.ctx, inv.databaseURL, projections.PostgresConfig{MaxConns: 2})
+		if err != nil {
+			return err
+		}
+		defer pg.Close()
+		res, err := pg.Verify(inv.ctx, store)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		if len(res.Differences) == 0 {
+			fmt.Fprintf(inv.stderr, "keysctl verify: the read model equals the stream: %d keys at sequence %d\n", res.Keys, res.Checkpoint)
+			return nil
+		}
+		for _, d := range res.Differences {
+			fmt.Fprintf(inv.stdout, "%s project %s: %s\n", d.KeyID, d.ProjectID, d.What)
+		}
+		return errCheckFailed{fmt.Sprintf("verify: %d keys differ between the read model and the stream at sequence %d", len(res.Differences), res.Checkpoint)}
+	}
+}
+
+// errCheckFailed is a failed check (exit 1) whose details are already on stdout.
+type errCheckFailed struct{ msg string }
+
+func (e errCheckFailed) Error() string { return e.msg }
+
+// keysState prints a key as it was at a time, folded from its events.
+func keysState(fs *flag.FlagSet) func(*invocation) error {
+	project := fs.String("project", "", "the project `ID` (required)")
+	key := fs.String("key", "", "the key `ID` (required)")
+	at := fs.String("at", "", "the `RFC3339` time to show the key at (default now): events stored by then count")
+	return func(inv *invocation) error {
+		switch {
+		case *project == "":
+			return usagef("keys state: --project is required")
+		case *key == "":
+			return usagef("keys state: --key is required")
+		}
+		when := time.Now()
+		if *at != "" {
+			t, err := time.Parse(time.RFC3339Nano, *at)
+			if err != nil {
+				return usagef("keys state: --at %q is not an RFC3339 time such as 2025-12-31T23:59:59Z", *at)
+			}
+			when = t
+		}
+		store, closeStore, err := openStore(inv)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		events, err := store.LoadKey(inv.ctx, *project, *key)
+		if errors.Is(err, domain.ErrKeyNotFound) {
+			return fmt.Errorf("key %s not found in project %s", *key, *project)
+		}
+		if err != nil {
+			return err
+		}
+		k := stateAt(events, when)
+		if k == nil {
+			return fmt.Errorf("key %s of project %s did not exist yet at %s", *key, *project, when.UTC().Format(time.RFC3339Nano))
+		}
+		return printJSON(inv.stdout, api.KeyObject(k.Snapshot()))
+	}
+}
+
+// stateAt folds the events the stream had stored by at, as the read model would: messages
+// that are not valid events, and events out of order, leave the key as it was.
+func stateAt(events []eventstore.RecordedEvent, at time.Time) *domain.Key {
+	var k *domain.Key
+	for _, r := range events {
+		if r.Time.After(at) {
+			break
+		}
+		if r.Err != nil {
+			continue
+		}
+		if next, err := domain.EvolveKey(k, r.Event); err == nil {
+			k = next
+		}
+	}
+	return k
+}
