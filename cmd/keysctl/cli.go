@@ -111,7 +111,7 @@ type command struct {
 	synopses  []string // the flags, one line per form of the command
 	summary   string
 	uses      uses
-	configure func(fs *flag.FlagSet) func(*invocation) error // nil: not implemented yet
+	configure func(fs *flag.FlagSet) func(*invocation) error
 }
 
 // cliCommands is the CLI, in the order `keysctl help` lists it.
@@ -220,9 +220,6 @@ func dispatchCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return nil, err
 	}
-	if cmd.configure == nil {
-		return cmd, fmt.Errorf("%s is not implemented yet", cmd.path)
-	}
 	fs := flag.NewFlagSet("keysctl "+cmd.path, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cmd.uses.register(fs, &s)
@@ -295,11 +292,7 @@ func printUsage(w io.Writer) {
 		for _, syn := range c.synopses {
 			fmt.Fprintf(w, "  keysctl %s %s\n", c.path, syn)
 		}
-		summary := c.summary
-		if c.configure == nil {
-			summary += " (not implemented yet)"
-		}
-		fmt.Fprintf(w, "        %s\n", summary)
+		fmt.Fprintf(w, "        %s\n", c.summary)
 	}
 	fmt.Fprint(w, "  keysctl help [command]\n        print this help, or a command's flags\n\n")
 	fmt.Fprint(w, "Global flags (before the command, or after it where the command uses them):\n")
