@@ -40,6 +40,14 @@ func MarshalEvent(e Event) ([]byte, error) {
 // one. A document that is not a well-formed event of a known type is an error wrapping
 // ErrInvalidEvent: the caller sets it aside instead of applying it.
 func UnmarshalEvent(b []byte) (Event, error) {
+	if e, ok := unmarshalCurrent(b); ok {
+		return e, nil
+	}
+	return unmarshalAnyVersion(b)
+}
+
+// unmarshalAnyVersion is the general decoder: any schema version, every check.
+func unmarshalAnyVersion(b []byte) (Event, error) {
 	var stored storedEnvelope
 	if err := json.Unmarshal(b, &stored); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrInvalidEvent, err)

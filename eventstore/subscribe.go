@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,27 +68,48 @@ var ErrNoMessage = errors.New("no message within the wait")
 
 // Next returns the next message, waiting at most wait (and no longer than ctx allows).
 func (sub *Subscription) Next(ctx context.Context, wait time.Duration) (RecordedEvent, error) {
+	m, err := sub.nextRaw(ctx, wait)
+	if err != nil {
+		return RecordedEvent{}, err
+	}
+	return m.decode(), nil
+}
+
+// rawMsg is a message as read, before its body is decoded.
+type rawMsg struct {
+	seq, pending uint64
+	subject      string
+	stored       time.Time
+	data         []byte
+}
+
+func (m rawMsg) decode() RecordedEvent {
+	r := decode(m.seq, m.subject, m.stored, m.data)
+	r.Pending = m.pending
+	return r
+}
+
+// nextRaw is Next without decoding, so that decoding can happen elsewhere.
+func (sub *Subscription) nextRaw(ctx context.Context, wait time.Duration) (rawMsg, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	m, err := sub.iter.Next(jetstream.NextContext(ctx))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
 			if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return RecordedEvent{}, ErrNoMessage
+				return rawMsg{}, ErrNoMessage
 			}
 		}
 		if ctx.Err() != nil {
-			return RecordedEvent{}, ErrNoMessage
+			return rawMsg{}, ErrNoMessage
 		}
-		return RecordedEvent{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return rawMsg{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	md, err := m.Metadata()
 	if err != nil {
-		return RecordedEvent{}, fmt.Errorf("message metadata: %w", err)
+		return rawMsg{}, fmt.Errorf("message metadata: %w", err)
 	}
-	r := decode(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Data())
-	r.Pending = md.NumPending
-	return r, nil
+	return rawMsg{seq: md.Sequence.Stream, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data()}, nil
 }
 
 // Stop ends the subscription; its consumer disappears from the server.
@@ -115,32 +137,100 @@ func (s *Store) ReadRange(ctx context.Context, from, until uint64, fn func(Recor
 		return 0, err
 	}
 	defer sub.Stop()
+	return readDecoded(ctx, sub, from, until, len(opts) > 0, fn)
+}
+
+// readDecoded reads raw messages on one goroutine, decodes them in chunks on all cores, and
+// hands them to fn in stream order: decoding JSON is most of a replay's work.
+func readDecoded(ctx context.Context, sub *Subscription, from, until uint64, filtered bool, fn func(RecordedEvent) error) (uint64, error) {
+	const chunkSize = 256
+	type chunk struct {
+		raw  []rawMsg
+		out  []RecordedEvent
+		done chan struct{}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := max(1, runtime.GOMAXPROCS(0))
+	jobs := make(chan *chunk, workers)
+	ordered := make(chan *chunk, 2*workers)
+	var readErr error
+	go func() { // reader
+		defer close(ordered)
+		defer close(jobs)
+		read := from - 1
+		for read < until {
+			c := &chunk{raw: make([]rawMsg, 0, chunkSize), done: make(chan struct{})}
+			for len(c.raw) < chunkSize && read < until {
+				m, err := sub.nextRaw(ctx, 10*time.Second)
+				if errors.Is(err, ErrNoMessage) {
+					if ctx.Err() != nil {
+						readErr = ctx.Err()
+						break
+					}
+					if filtered { // a filtered subscription may have nothing more below until
+						until = read
+						break
+					}
+					continue
+				}
+				if err != nil {
+					readErr = err
+					break
+				}
+				if m.seq > until {
+					until = read
+					break
+				}
+				read = m.seq
+				c.raw = append(c.raw, m)
+				if m.pending == 0 {
+					until = read
+				}
+			}
+			if len(c.raw) > 0 {
+				select {
+				case jobs <- c:
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case ordered <- c:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if readErr != nil {
+				return
+			}
+		}
+	}()
+	for range workers {
+		go func() {
+			for c := range jobs {
+				c.out = make([]RecordedEvent, len(c.raw))
+				for i, m := range c.raw {
+					c.out[i] = m.decode()
+				}
+				close(c.done)
+			}
+		}()
+	}
 	read := from - 1
-	for read < until {
-		r, err := sub.Next(ctx, 10*time.Second)
-		if errors.Is(err, ErrNoMessage) {
-			if ctx.Err() != nil {
-				return read, ctx.Err()
+	for c := range ordered {
+		<-c.done
+		for _, r := range c.out {
+			read = r.Seq
+			if err := fn(r); err != nil {
+				cancel()
+				for range ordered { // let the reader finish
+				}
+				return read, err
 			}
-			// A filtered subscription may have nothing more below until.
-			if len(opts) > 0 {
-				return read, nil
-			}
-			continue
 		}
-		if err != nil {
-			return read, err
-		}
-		if r.Seq > until {
-			return read, nil
-		}
-		read = r.Seq
-		if err := fn(r); err != nil {
-			return read, err
-		}
-		if r.Pending == 0 {
-			return read, nil
-		}
+	}
+	if readErr != nil {
+		return read, readErr
 	}
 	return read, nil
 }
