@@ -25,6 +25,7 @@ type config struct {
 	ReadBarrier      string
 	ShutdownTimeout  time.Duration
 	LogLevel         string
+	PprofAddr        string
 }
 
 // parseConfig reads flags and environment. A bad flag is a usage error (exit 2).
@@ -55,6 +56,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&c.SyncAlways, "sync-always", envBool("KEYS_SYNC_ALWAYS", false), "embedded NATS: fsync every append before acknowledging it (survives machine crashes; slower) (env KEYS_SYNC_ALWAYS)")
 	fs.StringVar(&c.ReadBarrier, "read-barrier", env("KEYS_READ_BARRIER", "auto"), "reads wait for the projector to reach the stream's end: auto (when several instances may share the stream with per-process read models), on, off (env KEYS_READ_BARRIER)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", env("KEYS_PPROF_ADDR", ""), "serve Go's profiler (net/http/pprof) on this address, for performance work; empty: off (env KEYS_PPROF_ADDR)")
 	fs.StringVar(&c.LogLevel, "log-level", env("KEYS_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYS_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

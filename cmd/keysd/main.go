@@ -53,6 +53,9 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 // requests and stops.
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(stderr, cfg.LogLevel)
+	if cfg.PprofAddr != "" {
+		defer servePprof(cfg.PprofAddr, log).Close()
+	}
 
 	secret, created, err := secretfile.LoadOrCreate(cfg.SecretFile)
 	if err != nil {
