@@ -146,6 +146,7 @@ func (h *Handler) CreateKey(ctx context.Context, c Caller, k NewKey) (CreatedKey
 	if err != nil {
 		return CreatedKey{}, err
 	}
+	h.recent.put(key.Snapshot(), seq)
 	return CreatedKey{Result: Result{Key: key.Snapshot(), Seq: seq}, Secret: secret}, nil
 }
 
@@ -198,15 +199,19 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 // load returns the key and the sequence of its last event.
 func (h *Handler) load(ctx context.Context, projectID, keyID string, fromStore bool) (*domain.Key, uint64, error) {
 	if !fromStore {
+		// This process's last write (or load) of the key first: it is at least as recent as
+		// the read model unless another instance wrote since, which the append's
+		// concurrency check catches. It saves a read-model query per command (profiled: a
+		// fifth of keysd's CPU on PATCH with the PostgreSQL read model).
+		if w, ok := h.recent.get(projectID, keyID); ok {
+			return domain.RestoreKey(w.key), w.seq, nil
+		}
 		snap, seq, err := h.cached(ctx, projectID, keyID)
 		if err != nil && !errors.Is(err, domain.ErrKeyNotFound) {
 			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
 		}
-		if w, ok := h.recent.get(projectID, keyID); ok && (err != nil || w.seq > seq) {
-			return domain.RestoreKey(w.key), w.seq, nil
-		}
 		if err == nil {
-			h.recent.forget(projectID, keyID, seq)
+			h.recent.put(snap, seq)
 			return domain.RestoreKey(snap), seq, nil
 		}
 		// Not seen by the cache yet: perhaps created through another instance.
