@@ -26,6 +26,8 @@ type config struct {
 	ShutdownTimeout  time.Duration
 	LogLevel         string
 	PprofAddr        string
+	KeyCache         string
+	KeyCacheSize     int
 }
 
 // parseConfig reads flags and environment. A bad flag is a usage error (exit 2).
@@ -56,6 +58,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&c.SyncAlways, "sync-always", envBool("KEYS_SYNC_ALWAYS", false), "embedded NATS: fsync every append before acknowledging it (survives machine crashes; slower) (env KEYS_SYNC_ALWAYS)")
 	fs.StringVar(&c.ReadBarrier, "read-barrier", env("KEYS_READ_BARRIER", "auto"), "reads wait for the projector to reach the stream's end: auto (when several instances may share the stream with per-process read models), on, off (env KEYS_READ_BARRIER)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.KeyCache, "key-cache", env("KEYS_KEY_CACHE", "auto"), "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: auto (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off (env KEYS_KEY_CACHE)")
+	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 200_000, "most keys the key cache holds")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", env("KEYS_PPROF_ADDR", ""), "serve Go's profiler (net/http/pprof) on this address, for performance work; empty: off (env KEYS_PPROF_ADDR)")
 	fs.StringVar(&c.LogLevel, "log-level", env("KEYS_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYS_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -89,6 +93,14 @@ func (c config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--read-barrier %q: want auto, on or off", c.ReadBarrier))
 	}
+	switch c.KeyCache {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("--key-cache %q: want auto, on or off", c.KeyCache))
+	}
+	if c.KeyCacheSize < 1 {
+		errs = append(errs, fmt.Errorf("--key-cache-size must be positive, got %d", c.KeyCacheSize))
+	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -107,4 +119,19 @@ func (c config) readBarrier() bool {
 		return false
 	}
 	return c.NATSURL != "" && c.DatabaseURL == ""
+}
+
+// keyCache: the cache of PostgreSQL rows is dropped by this keysd's projector, so a change
+// made through another keysd sharing the database would be served stale until this projector
+// applies it. auto turns it on only when that cannot happen: an embedded NATS server (this
+// keysd is the only writer) or the read barrier (reads wait for the projector to reach the
+// stream's end).
+func (c config) keyCache() bool {
+	switch c.KeyCache {
+	case "on":
+		return c.DatabaseURL != ""
+	case "off":
+		return false
+	}
+	return c.DatabaseURL != "" && (c.NATSURL == "" || c.readBarrier())
 }

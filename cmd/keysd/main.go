@@ -185,6 +185,9 @@ func openReadModel(ctx context.Context, cfg config) (projections.ReadModel, stri
 	if err != nil {
 		return nil, "", fmt.Errorf("PostgreSQL read model: %w", err)
 	}
+	if cfg.keyCache() {
+		return projections.NewKeyCache(pg, cfg.KeyCacheSize), fmt.Sprintf("PostgreSQL (keys cached in memory, up to %d)", cfg.KeyCacheSize), nil
+	}
 	return pg, "PostgreSQL", nil
 }
 
