@@ -146,6 +146,7 @@ func (h *Handler) CreateKey(ctx context.Context, c Caller, k NewKey) (CreatedKey
 	if err != nil {
 		return CreatedKey{}, err
 	}
+	h.recent.put(key.Snapshot(), seq)
 	return CreatedKey{Result: Result{Key: key.Snapshot(), Seq: seq}, Secret: secret}, nil
 }
 
@@ -161,9 +162,12 @@ func (h *Handler) UpdateKey(ctx context.Context, c Caller, keyID string, u domai
 func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 	decide func(*domain.Key, domain.Meta) ([]domain.Event, error)) (Result, error) {
 	defer h.locks.lock(c.ProjectID, keyID)()
-	fromStore := h.cached == nil
+	from := fromRecent
+	if h.cached == nil {
+		from = fromStore
+	}
 	for attempt := 1; ; attempt++ {
-		key, seq, err := h.load(ctx, c.ProjectID, keyID, fromStore)
+		key, seq, err := h.load(ctx, c.ProjectID, keyID, from)
 		if err != nil {
 			return Result{}, err
 		}
@@ -172,6 +176,13 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 			return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
 		}
 		if len(events) == 0 {
+			if from == fromRecent {
+				// A no-op appends nothing, so no concurrency check would catch a change made
+				// through another keysd since this one last wrote the key: answer from the
+				// read model (current for every acknowledged change) instead.
+				from = fromReadModel
+				continue
+			}
 			return Result{Key: key.Snapshot(), Seq: seq}, nil
 		}
 		last, err := h.store.AppendKeyEvents(ctx, seq, events)
@@ -190,23 +201,42 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 		if attempt >= h.cfg.MaxAttempts {
 			return Result{}, fmt.Errorf("update key %s after %d attempts: %w", keyID, attempt, ErrContention)
 		}
-		fromStore = true
+		from = fromStore
 		backoff(ctx, attempt)
 	}
 }
 
+// stateSource is where a command takes a key's state from.
+type stateSource int
+
+const (
+	// fromRecent: this process's last write or load of the key, else the read model. It is
+	// at least as recent as the read model unless another keysd wrote the key since, which
+	// the append's concurrency check catches; it saves a read-model query per command
+	// (profiled: a fifth of keysd's CPU on PATCH with the PostgreSQL read model).
+	fromRecent stateSource = iota
+	// fromReadModel: the read model, or this process's last write if that is newer.
+	fromReadModel
+	// fromStore: the key's events in the stream, the source of truth.
+	fromStore
+)
+
 // load returns the key and the sequence of its last event.
-func (h *Handler) load(ctx context.Context, projectID, keyID string, fromStore bool) (*domain.Key, uint64, error) {
-	if !fromStore {
+func (h *Handler) load(ctx context.Context, projectID, keyID string, from stateSource) (*domain.Key, uint64, error) {
+	if from != fromStore {
+		w, recent := h.recent.get(projectID, keyID)
+		if recent && from == fromRecent {
+			return domain.RestoreKey(w.key), w.seq, nil
+		}
 		snap, seq, err := h.cached(ctx, projectID, keyID)
 		if err != nil && !errors.Is(err, domain.ErrKeyNotFound) {
 			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
 		}
-		if w, ok := h.recent.get(projectID, keyID); ok && (err != nil || w.seq > seq) {
+		if recent && (err != nil || w.seq > seq) {
 			return domain.RestoreKey(w.key), w.seq, nil
 		}
 		if err == nil {
-			h.recent.forget(projectID, keyID, seq)
+			h.recent.put(snap, seq)
 			return domain.RestoreKey(snap), seq, nil
 		}
 		// Not seen by the cache yet: perhaps created through another instance.

@@ -186,3 +186,44 @@ func TestCreateProject(t *testing.T) {
 		t.Fatal("a project without a name was created")
 	}
 }
+
+// A no-op appends nothing, so no concurrency check can catch a change made through another
+// instance since this one last wrote the key: the answer must still show that change (the
+// read model is current for every acknowledged change).
+func TestNoOpAnswersWithChangesMadeElsewhere(t *testing.T) {
+	store, h := setup(t)
+	ctx := context.Background()
+	c := caller
+	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
+	// A read model that has applied every acknowledged event.
+	current := func(ctx context.Context, p, k string) (domain.KeySnapshot, uint64, error) {
+		key, seq, err := newHandler(t, store, h, nil, 0).LoadKey(ctx, p, k)
+		if err != nil {
+			return domain.KeySnapshot{}, 0, err
+		}
+		return key.Snapshot(), seq, nil
+	}
+	a, b := newHandler(t, store, h, current, 0), newHandler(t, store, h, current, 0)
+	created, err := b.CreateKey(ctx, c, commands.NewKey{UserID: "u", Description: "v0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.UpdateKey(ctx, c, created.Key.ID, desc("x")); err != nil {
+		t.Fatal(err)
+	}
+	revoked := true
+	if _, err := a.UpdateKey(ctx, c, created.Key.ID, domain.UpdateKey{Revoked: &revoked}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.UpdateKey(ctx, c, created.Key.ID, desc("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Key.RevokedAt == nil {
+		t.Fatalf("a rename to the same description through b answers with the key unrevoked: %+v", res.Key)
+	}
+	active := false
+	if _, err := b.UpdateKey(ctx, c, created.Key.ID, domain.UpdateKey{Revoked: &active}); !errors.Is(err, domain.ErrKeyAlreadyRevoked) {
+		t.Fatalf("revoked:false through b after a revoke through a: %v, want ErrKeyAlreadyRevoked", err)
+	}
+}

@@ -25,9 +25,11 @@ func (l *keyLocks) lock(projectID, keyID string) func() {
 	return m.Unlock
 }
 
-// recentWrites remembers the state this process last wrote to each key, until the read model
-// has caught up with it; a command that follows closely on another of the same key starts
-// from it instead of from a read model that has not applied the first one yet.
+// recentWrites remembers the state of the keys this process last wrote or loaded, with the
+// stream sequence of their last event: a command starts from it without asking the read
+// model. An entry is stale only when another process wrote the key since; the append's
+// concurrency check refuses the command then, and the retry reloads the key from the store.
+// It holds at most max keys (a bounded cache: an evicted key is loaded again).
 type recentWrites struct {
 	mu      sync.Mutex
 	entries map[string]recentWrite
@@ -60,14 +62,4 @@ func (r *recentWrites) put(key domain.KeySnapshot, seq uint64) {
 		}
 	}
 	r.entries[key.ProjectID+"/"+key.ID] = recentWrite{key: key, seq: seq}
-}
-
-// forget drops the entry when the read model has caught up with it.
-func (r *recentWrites) forget(projectID, keyID string, upTo uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := projectID + "/" + keyID
-	if w, ok := r.entries[k]; ok && w.seq <= upTo {
-		delete(r.entries, k)
-	}
 }

@@ -228,7 +228,10 @@ func (s *Store) publish(ctx context.Context, msgs []*nats.Msg, expected uint64, 
 	msgs[0].Header.Set(jetstream.ExpectedStreamHeader, s.cfg.Stream)
 	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
 	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, filter)
-	ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+	// No flow-control ack on the first message: a command's batch is two or three small
+	// messages, and waiting for that ack cost a round trip per PATCH that renames and revokes.
+	ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs,
+		jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: s.cfg.Timeout})
 	if err != nil {
 		return 0, err
 	}

@@ -18,9 +18,10 @@ type ProjectorConfig struct {
 	// MaxBatch is the most events applied in one transaction. Default 1000.
 	MaxBatch int
 	// BatchWait is how long to wait for the next event while the stream says more are
-	// pending, before applying what has arrived. Default 10ms. A batch is applied at once
-	// when nothing more is pending, so an idle system projects each event immediately and
-	// a busy one projects everything that arrived during the previous transaction at once.
+	// pending, before applying what has arrived. Default 10ms. A batch is applied as soon as
+	// nothing more has arrived and nothing more is pending, so an idle system projects each
+	// event immediately and a busy one projects everything that arrived during the previous
+	// transaction at once (see pump).
 	BatchWait time.Duration
 	// IdleWait is how long one read waits for a new event when the projector has caught up.
 	// It bounds nothing a caller sees; it only paces the loop. Default 1s.
@@ -246,9 +247,12 @@ func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, n
 		return false, 0, err
 	}
 	defer sub.Stop()
+	events := startPump(ctx, sub, p.cfg.MaxBatch, p.cfg.IdleWait)
+	defer events.stop()
 	batch := make([]eventstore.RecordedEvent, 0, p.cfg.MaxBatch)
 	for ctx.Err() == nil {
-		batch, err = p.collect(ctx, sub, batch[:0])
+		batch, err = events.collect(ctx, batch[:0], p.cfg.MaxBatch, p.cfg.IdleWait, p.cfg.BatchWait,
+			func(r eventstore.RecordedEvent) { p.lag.Store(r.Pending) })
 		if err != nil {
 			return progressed, 0, err
 		}
@@ -279,29 +283,6 @@ func (p *Projector) markReadyIfCaughtUp() {
 	if p.position.Load() >= p.target.Load() {
 		p.ready.Store(true)
 	}
-}
-
-// collect reads one batch: it waits for a first event, then takes events for as long as
-// the stream says more are pending, up to MaxBatch. It returns an empty batch when nothing
-// arrived within IdleWait, and an error only when the subscription failed.
-func (p *Projector) collect(ctx context.Context, sub *eventstore.Subscription, batch []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, error) {
-	wait := p.cfg.IdleWait
-	for len(batch) < p.cfg.MaxBatch {
-		r, err := sub.Next(ctx, wait)
-		if errors.Is(err, eventstore.ErrNoMessage) {
-			return batch, nil
-		}
-		if err != nil {
-			return batch, err
-		}
-		batch = append(batch, r)
-		p.lag.Store(r.Pending)
-		if r.Pending == 0 {
-			break
-		}
-		wait = p.cfg.BatchWait
-	}
-	return batch, nil
 }
 
 // apply hands a batch to the read model and counts what it did.

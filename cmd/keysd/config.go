@@ -28,6 +28,9 @@ type config struct {
 	RateLimit        float64
 	RateBurst        int
 	LogLevel         string
+	PprofAddr        string
+	KeyCache         string
+	KeyCacheSize     int
 }
 
 // parseConfig reads flags and environment. A bad flag is a usage error (exit 2).
@@ -74,6 +77,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Float64Var(&c.RateLimit, "rate-limit", envFloat("KEYS_RATE_LIMIT", 1000), "API requests per second allowed to each project; more get 429 RATE_LIMITED; 0: no limit (env KEYS_RATE_LIMIT)")
 	fs.IntVar(&c.RateBurst, "rate-burst", int(envFloat("KEYS_RATE_BURST", 0)), "requests a project may send at once above --rate-limit; 0: twice --rate-limit (env KEYS_RATE_BURST)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.KeyCache, "key-cache", env("KEYS_KEY_CACHE", "auto"), "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: auto (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off (env KEYS_KEY_CACHE)")
+	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 200_000, "most keys the key cache holds")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", env("KEYS_PPROF_ADDR", ""), "serve Go's profiler (net/http/pprof) on this address, for performance work; empty: off (env KEYS_PPROF_ADDR)")
 	fs.StringVar(&c.LogLevel, "log-level", env("KEYS_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYS_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -109,6 +115,14 @@ func (c config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--read-barrier %q: want auto, on or off", c.ReadBarrier))
 	}
+	switch c.KeyCache {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("--key-cache %q: want auto, on or off", c.KeyCache))
+	}
+	if c.KeyCacheSize < 1 {
+		errs = append(errs, fmt.Errorf("--key-cache-size must be positive, got %d", c.KeyCacheSize))
+	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -127,4 +141,19 @@ func (c config) readBarrier() bool {
 		return false
 	}
 	return c.NATSURL != "" && c.DatabaseURL == ""
+}
+
+// keyCache: the cache of PostgreSQL rows is dropped by this keysd's projector, so a change
+// made through another keysd sharing the database would be served stale until this projector
+// applies it. auto turns it on only when that cannot happen: an embedded NATS server (this
+// keysd is the only writer) or the read barrier (reads wait for the projector to reach the
+// stream's end).
+func (c config) keyCache() bool {
+	switch c.KeyCache {
+	case "on":
+		return c.DatabaseURL != ""
+	case "off":
+		return false
+	}
+	return c.DatabaseURL != "" && (c.NATSURL == "" || c.readBarrier())
 }

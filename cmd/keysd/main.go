@@ -53,6 +53,9 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 // requests and stops.
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(stderr, cfg.LogLevel)
+	if cfg.PprofAddr != "" {
+		defer servePprof(cfg.PprofAddr, log).Close()
+	}
 
 	nc, embedded, err := connectNATS(cfg, log)
 	if err != nil {
@@ -182,6 +185,9 @@ func openReadModel(ctx context.Context, cfg config) (projections.ReadModel, stri
 	pg, err := projections.OpenPostgres(ctx, cfg.DatabaseURL, projections.PostgresConfig{})
 	if err != nil {
 		return nil, "", fmt.Errorf("PostgreSQL read model: %w", err)
+	}
+	if cfg.keyCache() {
+		return projections.NewKeyCache(pg, cfg.KeyCacheSize), fmt.Sprintf("PostgreSQL (keys cached in memory, up to %d)", cfg.KeyCacheSize), nil
 	}
 	return pg, "PostgreSQL", nil
 }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger/internal/testenv"
+)
+
+// short is the load of a test run: enough requests to exercise every path, no timing asserted.
+var short = loadConfig{Clients: 4, Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond}
+
+func scenario(name string) loadConfig {
+	c := short
+	c.Scenario = name
+	return c
+}
+
+// serve runs one of keysbench's servers in this process until the test ends.
+func serve(t *testing.T, run func(context.Context, []string, io.Writer, io.Writer) int, args ...string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stdout, stderr bytes.Buffer
+	go func() { done <- run(ctx, append(args, "--http-addr", addr), &stdout, &stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("server exited with %d: %s", code, stderr.String())
+		}
+	})
+	if err := testenv.WaitTCP(addr, 15*time.Second); err != nil {
+		t.Fatalf("server on %s: %v", addr, err)
+	}
+	return "http://" + addr
+}
+
+func expectClean(t *testing.T, r result) {
+	t.Helper()
+	if r.OK == 0 || len(r.Errors) > 0 || r.Requests != r.OK {
+		t.Errorf("%s %s: %d requests, %d ok, errors %v", r.Target, r.Scenario, r.Requests, r.OK, r.Errors)
+	}
+	if r.P50Ms > r.P99Ms || r.P99Ms > r.MaxMs {
+		t.Errorf("%s %s: quantiles out of order: p50 %v p99 %v max %v", r.Target, r.Scenario, r.P50Ms, r.P99Ms, r.MaxMs)
+	}
+}
+
+func TestBaselineServesTheKeysAPIOnPostgreSQL(t *testing.T) {
+	ctx := context.Background()
+	url := serve(t, runBaselineServer, "--database-url", testenv.Postgres(t))
+	tg, err := prepare(ctx, "baseline", setupConfig{Kind: kindBaseline, URL: url, Keys: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []string{"patch", "patch-hot", "get", "revoke", "create"} {
+		r, err := runLoad(ctx, tg, scenario(sc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectClean(t, r)
+	}
+	// Revocation is one-way on the baseline too, with keysd's code; a wrong server key is refused.
+	k := tg.Keys[0]
+	c := newHTTPClient(1)
+	if got := tg.do(ctx, c, request{http.MethodPatch, "/api/v1/user-api-keys/" + k.ID, []byte(`{"revoked":false}`)}); got != "409 API_KEY_ALREADY_REVOKED" {
+		t.Errorf("revoked:false on a revoked key: %q, want 409 API_KEY_ALREADY_REVOKED", got)
+	}
+	wrong := &target{BaseURL: tg.BaseURL, ProjectID: tg.ProjectID, ServerKey: "ssk_wrong"}
+	if got := wrong.do(ctx, c, request{http.MethodGet, "/api/v1/user-api-keys/" + k.ID, nil}); got != "401 INVALID_SECRET_SERVER_KEY" {
+		t.Errorf("wrong server key: %q, want 401 INVALID_SECRET_SERVER_KEY", got)
+	}
+}
+
+func TestFloorAnswersEveryRequest(t *testing.T) {
+	ctx := context.Background()
+	url := serve(t, runFloorServer)
+	tg, err := prepare(ctx, "floor", setupConfig{Kind: kindFloor, URL: url, Keys: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []loadConfig{scenario("check"), {Scenario: "check", Clients: 2, Rate: 500, Duration: 300 * time.Millisecond}} {
+		r, err := runLoad(ctx, tg, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectClean(t, r)
+	}
+}
+
+// TestEveryScenarioAgainstKeysd drives a real keysd (embedded NATS, PostgreSQL read model)
+// through every scenario, creating its project as keysctl does.
+func TestEveryScenarioAgainstKeysd(t *testing.T) {
+	ctx := context.Background()
+	bin := testenv.Binary(t, "./cmd/keysd")
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := exec.Command(bin, "--http-addr", httpAddr, "--embedded-nats-addr", natsAddr, "--data-dir", dir,
+		"--database-url", testenv.Postgres(t), "--log-level", "warn")
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if err := testenv.WaitTCP(httpAddr, 30*time.Second); err != nil {
+		t.Fatalf("keysd: %v\n%s", err, out.String())
+	}
+	tg, err := prepare(ctx, "keysd", setupConfig{Kind: kindKeysd, URL: "http://" + httpAddr,
+		NATSURL: "nats://" + natsAddr, SecretFile: filepath.Join(dir, "secret"), Keys: 40})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	// Checks before revocations: a check of a revoked key is API_KEY_REVOKED.
+	for _, sc := range []string{"patch", "patch-hot", "get", "check", "create", "revoke", "mixed"} {
+		r, err := runLoad(ctx, tg, scenario(sc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sc == "mixed" {
+			// Revocations in the mix make later checks of those keys API_KEY_REVOKED: expected.
+			delete(r.Errors, "401 API_KEY_REVOKED")
+			r.Requests = r.OK
+		}
+		expectClean(t, r)
+	}
+	if strings.Contains(out.String(), "level=ERROR") {
+		t.Errorf("keysd logged errors:\n%s", out.String())
+	}
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

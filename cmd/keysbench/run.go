@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// loadFlags are the flags every measuring command shares.
+type loadFlags struct {
+	scenarios string
+	clients   int
+	rate      float64
+	duration  time.Duration
+	warmup    time.Duration
+	runs      int
+	keys      int
+	json      bool
+}
+
+func (l *loadFlags) register(fs *flag.FlagSet, defaultRuns int) {
+	fs.StringVar(&l.scenarios, "scenario", "patch", "comma-separated scenarios: "+strings.Join(scenarios, ", "))
+	fs.IntVar(&l.clients, "clients", 64, "closed loop: concurrent clients; open loop (--rate): most requests in flight")
+	fs.Float64Var(&l.rate, "rate", 0, "open loop: start this many requests per second whatever the answers take (0: closed loop)")
+	fs.DurationVar(&l.duration, "duration", 10*time.Second, "measured time of each run")
+	fs.DurationVar(&l.warmup, "warmup", 2*time.Second, "unmeasured load before each run")
+	fs.IntVar(&l.runs, "runs", defaultRuns, "runs of each scenario; the report shows each run and the median")
+	fs.IntVar(&l.keys, "keys", 10000, "keys to pre-create through the API (revoke uses each once)")
+	fs.BoolVar(&l.json, "json", false, "print JSON instead of a table")
+}
+
+func (l *loadFlags) validate() error {
+	for _, s := range strings.Split(l.scenarios, ",") {
+		if !slices.Contains(scenarios, s) {
+			return fmt.Errorf("--scenario %q: want one of %s", s, strings.Join(scenarios, ", "))
+		}
+	}
+	if l.clients < 1 || l.runs < 1 || l.duration <= 0 || l.keys < 1 {
+		return fmt.Errorf("--clients, --runs, --keys and --duration must be positive")
+	}
+	return nil
+}
+
+func (l *loadFlags) config(scenario string) loadConfig {
+	return loadConfig{Scenario: scenario, Clients: l.clients, Rate: l.rate, Duration: l.duration, Warmup: l.warmup}
+}
+
+// targetFlags say where a target is and how to get credentials on it.
+func registerTarget(fs *flag.FlagSet, prefix string, c *setupConfig, defaultKind, defaultURL string) {
+	fs.StringVar(&c.Kind, prefix+"kind", defaultKind, "target kind: keysd, baseline or floor")
+	fs.StringVar(&c.URL, prefix+"url", defaultURL, "target base URL")
+	fs.StringVar(&c.ProjectID, prefix+"project-id", "", "use this project instead of creating one")
+	fs.StringVar(&c.ServerKey, prefix+"server-key", "", "the project's secret server key (with --"+prefix+"project-id)")
+}
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keysbench run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var lf loadFlags
+	lf.register(fs, 1)
+	var tc setupConfig
+	registerTarget(fs, "", &tc, kindKeysd, "http://127.0.0.1:8080")
+	fs.StringVar(&tc.NATSURL, "nats-url", "nats://127.0.0.1:4223", "keysd: NATS, to create the project as keysctl does")
+	fs.StringVar(&tc.SecretFile, "secret-file", "data/secret", "keysd: the deployment's server-side secret")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := lf.validate(); err != nil {
+		fmt.Fprintf(stderr, "keysbench run: %v\n", err)
+		return 2
+	}
+	tc.Keys = lf.keys
+	t, err := prepare(ctx, tc.Kind, tc)
+	if err != nil {
+		fmt.Fprintf(stderr, "keysbench run: %v\n", err)
+		return 1
+	}
+	var all []result
+	for _, sc := range strings.Split(lf.scenarios, ",") {
+		for range lf.runs {
+			r, err := runLoad(ctx, t, lf.config(sc))
+			if err != nil {
+				fmt.Fprintf(stderr, "keysbench run: %v\n", err)
+				return 1
+			}
+			all = append(all, r)
+			if !lf.json {
+				fmt.Fprintf(stderr, "%s %s: %.0f req/s p99 %.2f ms\n", r.Target, r.Scenario, r.RPS, r.P99Ms)
+			}
+		}
+	}
+	if lf.json {
+		return printJSON(stdout, map[string]any{"runs": all, "medians": medians(all)})
+	}
+	printTable(stdout, all)
+	if lf.runs > 1 {
+		fmt.Fprintln(stdout, "\nmedians:")
+		printTable(stdout, medians(all))
+	}
+	return 0
+}
+
+// comparison is one scenario's medians on keysd and on the other target, and their ratios.
+type comparison struct {
+	Scenario  string  `json:"scenario"`
+	Keysd     result  `json:"keysd"`
+	Other     result  `json:"other"`
+	RPSRatio  float64 `json:"rps_ratio"`
+	OKRatio   float64 `json:"ok_rps_ratio"`
+	P99Ratio  float64 `json:"p99_ratio"`
+	P50Ratio  float64 `json:"p50_ratio"`
+	P999Ratio float64 `json:"p99_9_ratio"`
+}
+
+func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keysbench compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var lf loadFlags
+	lf.register(fs, 3)
+	var kc, oc setupConfig
+	kc.Kind = kindKeysd
+	fs.StringVar(&kc.URL, "keysd-url", "http://127.0.0.1:8080", "keysd's base URL")
+	fs.StringVar(&kc.NATSURL, "nats-url", "nats://127.0.0.1:4223", "keysd's NATS, to create the project as keysctl does")
+	fs.StringVar(&kc.SecretFile, "secret-file", "data/secret", "keysd's server-side secret")
+	registerTarget(fs, "other-", &oc, kindBaseline, "http://127.0.0.1:8091")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := lf.validate(); err != nil {
+		fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+		return 2
+	}
+	kc.Keys, oc.Keys = lf.keys, lf.keys
+	kt, err := prepare(ctx, "keysd", kc)
+	if err != nil {
+		fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+		return 1
+	}
+	ot, err := prepare(ctx, oc.Kind, oc)
+	if err != nil {
+		fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+		return 1
+	}
+	var all []result
+	var comps []comparison
+	for _, sc := range strings.Split(lf.scenarios, ",") {
+		var ks, os []result
+		for i := range lf.runs {
+			// Interleaved, so that a change in the machine's load hits both alike.
+			pair := []*target{kt, ot}
+			if i%2 == 1 {
+				pair = []*target{ot, kt}
+			}
+			for _, t := range pair {
+				r, err := runLoad(ctx, t, lf.config(sc))
+				if err != nil {
+					fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+					return 1
+				}
+				if !lf.json {
+					fmt.Fprintf(stderr, "run %d %s %s: %.0f req/s p99 %.2f ms\n", i+1, r.Target, r.Scenario, r.RPS, r.P99Ms)
+				}
+				all = append(all, r)
+				if t == kt {
+					ks = append(ks, r)
+				} else {
+					os = append(os, r)
+				}
+			}
+		}
+		km, om := medians(ks)[0], medians(os)[0]
+		comps = append(comps, comparison{Scenario: sc, Keysd: km, Other: om,
+			RPSRatio: ratio(km.RPS, om.RPS), OKRatio: ratio(km.OKRPS, om.OKRPS),
+			P50Ratio: ratio(km.P50Ms, om.P50Ms), P99Ratio: ratio(km.P99Ms, om.P99Ms), P999Ratio: ratio(km.P999Ms, om.P999Ms)})
+	}
+	if lf.json {
+		return printJSON(stdout, map[string]any{"runs": all, "comparisons": comps})
+	}
+	printTable(stdout, all)
+	fmt.Fprintf(stdout, "\nmedians of %d runs, keysd / %s:\n", lf.runs, ot.Name)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tkeysd req/s\tother req/s\treq/s ratio\tkeysd p50\tother p50\tkeysd p99\tother p99\tp99 ratio\t")
+	for _, c := range comps {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.2f\t%.2f\t%.2f\t%.2f\t%.2fx\t\n", c.Scenario, c.Keysd.RPS, c.Other.RPS, c.RPSRatio,
+			c.Keysd.P50Ms, c.Other.P50Ms, c.Keysd.P99Ms, c.Other.P99Ms, c.P99Ratio)
+	}
+	_ = tw.Flush()
+	return 0
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// medians groups results by target and scenario and takes the median of each figure
+// separately; errors are summed.
+func medians(rs []result) []result {
+	type group struct{ target, scenario string }
+	var order []group
+	by := map[group][]result{}
+	for _, r := range rs {
+		g := group{r.Target, r.Scenario}
+		if _, ok := by[g]; !ok {
+			order = append(order, g)
+		}
+		by[g] = append(by[g], r)
+	}
+	var out []result
+	for _, g := range order {
+		runs := by[g]
+		m := runs[0]
+		med := func(f func(result) float64) float64 {
+			v := make([]float64, len(runs))
+			for i, r := range runs {
+				v[i] = f(r)
+			}
+			sort.Float64s(v)
+			if len(v)%2 == 1 {
+				return v[len(v)/2]
+			}
+			return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		m.RPS = med(func(r result) float64 { return r.RPS })
+		m.OKRPS = med(func(r result) float64 { return r.OKRPS })
+		m.P50Ms = med(func(r result) float64 { return r.P50Ms })
+		m.P90Ms = med(func(r result) float64 { return r.P90Ms })
+		m.P99Ms = med(func(r result) float64 { return r.P99Ms })
+		m.P999Ms = med(func(r result) float64 { return r.P999Ms })
+		m.MaxMs = med(func(r result) float64 { return r.MaxMs })
+		m.Requests, m.OK, m.Unsent, m.Errors = 0, 0, 0, nil
+		for _, r := range runs {
+			m.Requests += r.Requests
+			m.OK += r.OK
+			m.Unsent += r.Unsent
+			for k, v := range r.Errors {
+				if m.Errors == nil {
+					m.Errors = map[string]int{}
+				}
+				m.Errors[k] += v
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func printTable(w io.Writer, rs []result) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\tscenario\tload\trequests\treq/s\tok/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors")
+	for _, r := range rs {
+		load := fmt.Sprintf("%d clients", r.Clients)
+		if r.Rate > 0 {
+			load = fmt.Sprintf("%.0f/s open (max %d)", r.Rate, r.Clients)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%s\n", r.Target, r.Scenario, load, r.Requests,
+			r.RPS, r.OKRPS, r.P50Ms, r.P90Ms, r.P99Ms, r.P999Ms, r.MaxMs, formatErrors(r))
+	}
+	_ = tw.Flush()
+}
+
+func formatErrors(r result) string {
+	var parts []string
+	for k, v := range r.Errors {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, v))
+	}
+	sort.Strings(parts)
+	if r.Unsent > 0 {
+		parts = append(parts, fmt.Sprintf("unsent (all clients busy): %d", r.Unsent))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func printJSON(w io.Writer, v any) int {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return 1
+	}
+	return 0
+}
