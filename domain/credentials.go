@@ -160,7 +160,8 @@ type AdminClaims struct {
 
 const tokenPrefix = "kla_"
 
-var b64 = base64.RawURLEncoding
+// b64 is strict: a token has exactly one spelling, so a changed character never verifies.
+var b64 = base64.RawURLEncoding.Strict()
 
 // IssueAdminToken signs claims as an admin access token.
 func (h *Hasher) IssueAdminToken(c AdminClaims) (string, error) {
@@ -183,7 +184,10 @@ func (h *Hasher) VerifyAdminToken(token, projectID string, now time.Time) (Admin
 		return AdminClaims{}, ErrTokenUnparsable
 	}
 	got, err := b64.DecodeString(sig)
-	if err != nil || !equalMACs(got, mac(h.tokens, p)) {
+	if err != nil {
+		got = nil // still compared below, so a malformed signature costs what a wrong one does
+	}
+	if !equalMACs(got, mac(h.tokens, p)) || err != nil {
 		return AdminClaims{}, ErrTokenUnparsable
 	}
 	payload, err := b64.DecodeString(p[len(tokenPrefix):])
