@@ -35,11 +35,17 @@ type Config struct {
 	Clock func() time.Time
 	// Random is the source of secret bytes. Default crypto/rand.
 	Random io.Reader
+	// Timeout bounds one command on one key, waiting for earlier commands on it included.
+	// Default 10 seconds.
+	Timeout time.Duration
 }
 
 func (c *Config) setDefaults() {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 8
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
@@ -161,7 +167,13 @@ func (h *Handler) UpdateKey(ctx context.Context, c Caller, keyID string, u domai
 // comes from the cache; after a conflict the event store is the source of truth.
 func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 	decide func(*domain.Key, domain.Meta) ([]domain.Event, error)) (Result, error) {
-	defer h.locks.lock(c.ProjectID, keyID)()
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
+	defer cancel()
+	unlock, err := h.locks.lock(ctx, c.ProjectID, keyID)
+	if err != nil {
+		return Result{}, fmt.Errorf("update key %s: waiting for earlier changes of the key: %w: %w", keyID, eventstore.ErrUnavailable, err)
+	}
+	defer unlock()
 	from := fromRecent
 	if h.cached == nil {
 		from = fromStore

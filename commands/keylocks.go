@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"hash/maphash"
 	"sync"
 
@@ -13,16 +14,28 @@ import (
 // which only costs a little waiting.
 type keyLocks struct {
 	seed    maphash.Seed
-	stripes [1024]sync.Mutex
+	stripes [1024]chan struct{}
 }
 
-func newKeyLocks() *keyLocks { return &keyLocks{seed: maphash.MakeSeed()} }
+func newKeyLocks() *keyLocks {
+	l := &keyLocks{seed: maphash.MakeSeed()}
+	for i := range l.stripes {
+		l.stripes[i] = make(chan struct{}, 1)
+	}
+	return l
+}
 
-func (l *keyLocks) lock(projectID, keyID string) func() {
+// lock waits for the key's stripe, or until ctx ends: a queue of commands behind a slow
+// append (the event store gone, say) gives up with the request instead of piling up.
+func (l *keyLocks) lock(ctx context.Context, projectID, keyID string) (unlock func(), err error) {
 	h := maphash.String(l.seed, projectID+"/"+keyID)
-	m := &l.stripes[h%uint64(len(l.stripes))]
-	m.Lock()
-	return m.Unlock
+	stripe := l.stripes[h%uint64(len(l.stripes))]
+	select {
+	case stripe <- struct{}{}:
+		return func() { <-stripe }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // recentWrites remembers the state of the keys this process last wrote or loaded, with the

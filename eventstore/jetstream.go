@@ -416,7 +416,8 @@ func isUncertain(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, context.Canceled)
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded)
 }
 
 // IsUnavailable reports whether err means the server could not be reached or did not answer.

@@ -150,6 +150,9 @@ func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, erro
 		nats.Name("keysd"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// No buffering while reconnecting: an append then fails at once (503, safe to retry)
+		// instead of waiting out its timeout and perhaps landing after the client gave up.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("NATS disconnected", "err", err)
 		}),
