@@ -106,7 +106,7 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cmd := exec.Command(bin, "--http-addr", httpAddr, "--embedded-nats-addr", natsAddr, "--data-dir", dir,
-		"--database-url", testenv.Postgres(t), "--log-level", "warn")
+		"--database-url", testenv.Postgres(t), "--log-level", "warn", "--rate-limit", "0")
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
