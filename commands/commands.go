@@ -188,12 +188,18 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 			return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
 		}
 		if len(events) == 0 {
-			if from == fromRecent {
+			if from != fromStore {
 				// A no-op appends nothing, so no concurrency check would catch a change made
-				// through another keysd since this one last wrote the key: answer from the
-				// read model (current for every acknowledged change) instead.
-				from = fromReadModel
-				continue
+				// through another keysd since the state was cached: ask the stream whether the
+				// key's last event is still the one decided on (one leader read).
+				latest, err := h.store.KeyLastSeq(ctx, c.ProjectID, keyID)
+				if err != nil {
+					return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
+				}
+				if latest != seq {
+					from = fromStore
+					continue
+				}
 			}
 			return Result{Key: key.Snapshot(), Seq: seq}, nil
 		}
@@ -227,8 +233,6 @@ const (
 	// the append's concurrency check catches; it saves a read-model query per command
 	// (profiled: a fifth of keysd's CPU on PATCH with the PostgreSQL read model).
 	fromRecent stateSource = iota
-	// fromReadModel: the read model, or this process's last write if that is newer.
-	fromReadModel
 	// fromStore: the key's events in the stream, the source of truth.
 	fromStore
 )

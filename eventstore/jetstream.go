@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -252,14 +253,60 @@ func (s *Store) lastMsgID(ctx context.Context, filter, id string) (uint64, bool,
 	return m.Sequence, m.Header.Get(jetstream.MsgIDHeader) == id, nil
 }
 
-// getLast reads the last message on a subject filter from the stream leader (not a direct
-// get, which may lag behind the last acknowledged write).
+// getLast reads the last message on a subject filter from the stream leader. It does not use
+// a direct get (nats.go would, since the stream allows them): on a replicated stream a direct
+// get may be answered by a follower that has not yet stored the last acknowledged write, and
+// the store asks this question precisely to learn whether a write landed.
 func (s *Store) getLast(ctx context.Context, filter string) (*jetstream.RawStreamMsg, error) {
-	str, err := s.js.Stream(ctx, s.cfg.Stream)
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{filter})
 	if err != nil {
 		return nil, err
 	}
-	return str.GetLastMsgForSubject(ctx, filter)
+	resp, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("message get response: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, r.Error
+	}
+	if r.Message == nil {
+		return nil, errors.New("message get response without a message")
+	}
+	return &jetstream.RawStreamMsg{
+		Subject: r.Message.Subject, Sequence: r.Message.Sequence, Data: r.Message.Data,
+		Header: parseHeaders(r.Message.Header), Time: r.Message.Time,
+	}, nil
+}
+
+// parseHeaders reads a NATS header block ("NATS/1.0\r\nKey: value\r\n...").
+func parseHeaders(b []byte) nats.Header {
+	h := nats.Header{}
+	lines := strings.Split(string(b), "\r\n")
+	for _, line := range lines[min(1, len(lines)):] {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && k != "" {
+			h[k] = append(h[k], strings.TrimSpace(v))
+		}
+	}
+	return h
 }
 
 // AppendProjectEvent appends a project's creation. It fails with domain.ErrProjectExists if
@@ -358,15 +405,11 @@ func (s *Store) getAll(ctx context.Context, filter string) ([]RecordedEvent, err
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	str, err := s.js.Stream(ctx, s.cfg.Stream)
+	str, err := s.js.Stream(ctx, s.cfg.Stream) // one STREAM.INFO request, state included
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	info, err := str.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return info.State.LastSeq, nil
+	return str.CachedInfo().State.LastSeq, nil
 }
 
 // SeqAtTime is the last stream sequence stored at or before t (0 when none).

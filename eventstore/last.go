@@ -24,3 +24,14 @@ func (s *Store) LastOf(ctx context.Context, filter string) (uint64, time.Time, e
 	}
 	return m.Sequence, m.Time, nil
 }
+
+// KeyLastSeq is the stream sequence of the last message on one key's subjects, read from the
+// stream leader (0: the key has none). It tells a command whether the state it decided on is
+// still the key's latest without reading the key's events.
+func (s *Store) KeyLastSeq(ctx context.Context, projectID, keyID string) (uint64, error) {
+	if !validToken(projectID) || !validToken(keyID) {
+		return 0, nil
+	}
+	seq, _, err := s.LastOf(ctx, s.subj.key(projectID, keyID))
+	return seq, err
+}
