@@ -41,6 +41,13 @@ func StartEmbedded(c EmbeddedConfig) (*server.Server, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	// The server only logs a failed listen and never becomes ready: check first, so that a
+	// busy address is one clear error at once instead of a timeout.
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS cannot listen on --embedded-nats-addr %s: %v (another keysd or NATS server there?)", c.Addr, err)
+	}
+	ln.Close()
 	host, portStr, _ := net.SplitHostPort(c.Addr)
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
