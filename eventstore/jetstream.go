@@ -93,11 +93,15 @@ func (s *Store) ensureStream(ctx context.Context) error {
 }
 
 func checkServer(nc *nats.Conn) error {
-	v := nc.ConnectedServerVersion()
+	return checkVersion(nc.ConnectedServerVersion(), nc.ConnectedUrlRedacted())
+}
+
+// checkVersion refuses a server older than the store needs, in one line.
+func checkVersion(v, url string) error {
 	major, minor, ok := parseVersion(v)
 	if !ok || major < minMajor || (major == minMajor && minor < minMinor) {
 		return fmt.Errorf("%w: nats-server %s at %s is too old: keyledger needs %d.%d or later (atomic batch publish and per-subject concurrency checks)",
-			ErrServerUnsupported, v, nc.ConnectedUrlRedacted(), minMajor, minMinor)
+			ErrServerUnsupported, v, url, minMajor, minMinor)
 	}
 	return nil
 }

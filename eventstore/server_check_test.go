@@ -51,3 +51,15 @@ func TestOpenRefusesAServerWithoutJetStream(t *testing.T) {
 		t.Fatalf("Open on a server without JetStream: %v", err)
 	}
 }
+
+func TestCheckVersion(t *testing.T) {
+	for v, wantOK := range map[string]bool{"2.9.10": false, "2.11.4": false, "2.12.0": true, "2.15.2": true, "3.0.0": true, "": false} {
+		err := checkVersion(v, "nats://n:4222")
+		if (err == nil) != wantOK {
+			t.Errorf("checkVersion(%q) = %v", v, err)
+		}
+		if err != nil && (!errors.Is(err, ErrServerUnsupported) || !strings.Contains(err.Error(), "2.12 or later")) {
+			t.Errorf("checkVersion(%q): %v, want one line naming 2.12", v, err)
+		}
+	}
+}
