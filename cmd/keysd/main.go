@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -90,6 +91,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(cfg, os.Getenv, log)
 	defer rm.Close()
 
 	projector := projections.NewProjector(store, rm, projections.ProjectorConfig{Logger: log})
@@ -231,4 +233,17 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// tuneGC trades memory for less garbage collection when keysd holds little: with the
+// PostgreSQL read model the live heap is a few caches, so letting it grow to five times that
+// before collecting costs little memory and takes collection off the request path (see
+// docs/performance.md, check at 64 clients). With the in-process read model the heap is the
+// read model itself, and the default keeps memory lowest. GOGC set by the operator wins.
+func tuneGC(cfg config, getenv func(string) string, log *slog.Logger) {
+	if cfg.DatabaseURL == "" || getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(400)
+	log.Debug("GOGC=400 (PostgreSQL read model; set GOGC to override)")
 }
