@@ -235,15 +235,22 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// tuneGC trades memory for less garbage collection when keysd holds little: with the
-// PostgreSQL read model the live heap is a few caches, so letting it grow to five times that
-// before collecting costs little memory and takes collection off the request path (see
-// docs/performance.md, check at 64 clients). With the in-process read model the heap is the
-// read model itself, and the default keeps memory lowest. GOGC set by the operator wins.
+// tuneGC sets how much garbage the Go runtime lets accumulate, for the read model in use,
+// unless the operator set GOGC or GOMEMLIMIT:
+//   - PostgreSQL read model: the live heap is a few caches, so letting it grow to five times
+//     that before collecting (GOGC=400) costs little memory and takes collection off the
+//     request path (docs/performance.md, check at 64 clients).
+//   - in-process read model: the live heap is the read model itself (about 570 MB with the
+//     embedded server's subject index at a million keys), and memory is this mode's
+//     constraint, so collect at half again the live heap (GOGC=50) instead of twice it.
 func tuneGC(cfg config, getenv func(string) string, log *slog.Logger) {
-	if cfg.DatabaseURL == "" || getenv("GOGC") != "" {
+	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	debug.SetGCPercent(400)
-	log.Debug("GOGC=400 (PostgreSQL read model; set GOGC to override)")
+	percent := 50
+	if cfg.DatabaseURL != "" {
+		percent = 400
+	}
+	debug.SetGCPercent(percent)
+	log.Debug("garbage collection tuned for the read model; set GOGC or GOMEMLIMIT to override", "gogc", percent)
 }
