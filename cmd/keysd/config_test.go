@@ -1,7 +1,9 @@
 package main
 
 import (
+	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 )
 
@@ -39,6 +41,39 @@ func TestConfigFlagsEnvAndDefaults(t *testing.T) {
 	for _, bad := range [][]string{{"--http-addr", "nope"}, {"--read-barrier", "sometimes"}, {"--log-level", "loud"}, {"extra"}} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestTuneGCFollowsTheReadModelAndLeavesOperatorSettingsAlone(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	log := slog.New(slog.DiscardHandler)
+	none := func(string) string { return "" }
+	for _, c := range []struct {
+		name   string
+		cfg    config
+		getenv func(string) string
+		want   int
+	}{
+		{"in-process read model", config{}, none, 50},
+		{"PostgreSQL read model", config{DatabaseURL: "postgres://x"}, none, 400},
+		{"GOGC set by the operator", config{DatabaseURL: "postgres://x"}, func(k string) string {
+			if k == "GOGC" {
+				return "100"
+			}
+			return ""
+		}, 100},
+		{"GOMEMLIMIT set by the operator", config{}, func(k string) string {
+			if k == "GOMEMLIMIT" {
+				return "800MiB"
+			}
+			return ""
+		}, 100},
+	} {
+		debug.SetGCPercent(100)
+		tuneGC(c.cfg, c.getenv, log)
+		if got := debug.SetGCPercent(100); got != c.want {
+			t.Errorf("%s: GOGC %d, want %d", c.name, got, c.want)
 		}
 	}
 }
