@@ -37,7 +37,7 @@ type env struct {
 	store  *eventstore.Store
 	hasher *domain.Hasher
 	cmds   *commands.Handler
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 	url    string // the first keysd instance
 	// secrets seen by the test, none of which may appear in a log line
 	mu      sync.Mutex
@@ -60,7 +60,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{nats: ns, store: store, hasher: hasher, logs: &syncBuffer{}}
+	e := &env{nats: ns, store: store, hasher: hasher, logs: &testenv.Buffer{}}
 	e.url, e.cmds = e.instance(t, false)
 	t.Cleanup(func() { e.checkLogs(t) })
 	return e
@@ -1061,22 +1061,4 @@ func TestProjectorBehind(t *testing.T) {
 	if r := call(t, srv.URL, http.MethodGet, "/readyz", nil, ""); r.status != 503 || detail(r, "projector_ready") != false {
 		t.Fatalf("readyz with the projector stuck: %s", r)
 	}
-}
-
-// syncBuffer is a log sink that handlers on several goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

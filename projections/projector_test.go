@@ -136,7 +136,7 @@ func TestProjectorSurvivesAFailingDeadLetterStream(t *testing.T) {
 	t.Parallel()
 	env := newStreamEnv(t)
 	w := env.writer()
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	cfg := testProjectorConfig(func(c *ProjectorConfig) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	proj := env.run(t, NewProjector(env.store, NewMemory(), cfg))
 	p := w.createProject("acme")
@@ -161,24 +161,6 @@ func TestProjectorSurvivesAFailingDeadLetterStream(t *testing.T) {
 	if !strings.Contains(logs.String(), "could not set it aside") || !strings.Contains(logs.String(), fmt.Sprintf("seq=%d", seq-1)) {
 		t.Errorf("logs do not report the failed dead letter with its sequence:\n%s", logs)
 	}
-}
-
-// lockedBuffer collects log lines written from the projector's goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestProjectorRestartContinuesFromCheckpoint(t *testing.T) {

@@ -68,13 +68,22 @@ func (p *pump) collect(ctx context.Context, batch []eventstore.RecordedEvent, ma
 	seen func(eventstore.RecordedEvent)) ([]eventstore.RecordedEvent, error) {
 	timer := time.NewTimer(idle)
 	defer timer.Stop()
-	select {
-	case it := <-p.ch:
+	// take adds a received item to the batch; false means the subscription failed.
+	var err error
+	take := func(it pumped) bool {
 		if it.err != nil {
-			return batch, it.err
+			err = it.err
+			return false
 		}
 		batch = append(batch, it.r)
 		seen(it.r)
+		return true
+	}
+	select {
+	case it := <-p.ch:
+		if !take(it) {
+			return batch, err
+		}
 	case <-timer.C:
 		return batch, nil
 	case <-ctx.Done():
@@ -82,12 +91,10 @@ func (p *pump) collect(ctx context.Context, batch []eventstore.RecordedEvent, ma
 	}
 	for len(batch) < max {
 		select {
-		case it := <-p.ch:
-			if it.err != nil {
-				return batch, it.err
+		case it := <-p.ch: // already arrived: no waiting
+			if !take(it) {
+				return batch, err
 			}
-			batch = append(batch, it.r)
-			seen(it.r)
 			continue
 		default:
 		}
@@ -97,11 +104,9 @@ func (p *pump) collect(ctx context.Context, batch []eventstore.RecordedEvent, ma
 		timer.Reset(batchWait)
 		select {
 		case it := <-p.ch:
-			if it.err != nil {
-				return batch, it.err
+			if !take(it) {
+				return batch, err
 			}
-			batch = append(batch, it.r)
-			seen(it.r)
 		case <-timer.C:
 			return batch, nil
 		case <-ctx.Done():

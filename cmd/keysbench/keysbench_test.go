@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -107,7 +106,7 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cmd := exec.Command(bin, "--http-addr", httpAddr, "--embedded-nats-addr", natsAddr, "--data-dir", dir,
 		"--database-url", testenv.Postgres(t), "--log-level", "warn", "--rate-limit", "0")
-	var out lockedBuffer
+	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -137,22 +136,4 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	if strings.Contains(out.String(), "level=ERROR") {
 		t.Errorf("keysd logged errors:\n%s", out.String())
 	}
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,26 +32,9 @@ type keysd struct {
 	natsURL string
 	dataDir string
 	secret  string
-	stdout  *syncBuffer
-	stderr  *syncBuffer
+	stdout  *testenv.Buffer
+	stderr  *testenv.Buffer
 	exited  chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type keysdOptions struct {
@@ -97,7 +79,7 @@ func startKeysd(t *testing.T, o keysdOptions) *keysd {
 
 func (k *keysd) start() {
 	k.t.Helper()
-	k.stdout, k.stderr = &syncBuffer{}, &syncBuffer{}
+	k.stdout, k.stderr = &testenv.Buffer{}, &testenv.Buffer{}
 	k.cmd = exec.Command(k.args[0], k.args[1:]...)
 	k.cmd.Stdout, k.cmd.Stderr = k.stdout, k.stderr
 	if err := k.cmd.Start(); err != nil {
