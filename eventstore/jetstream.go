@@ -26,6 +26,7 @@ type Store struct {
 	js   jetstream.JetStream
 	cfg  Config
 	subj subjects
+	gc   *groupCommit // nil unless Config.GroupCommit
 }
 
 // Open checks that the server behind nc can serve as the event store, creates the stream or
@@ -44,6 +45,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	s := &Store{nc: nc, js: js, cfg: cfg, subj: subjects{prefix: cfg.SubjectPrefix}}
+	if cfg.GroupCommit {
+		s.gc = &groupCommit{s: s}
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if _, err := js.AccountInfo(ctx); err != nil {
@@ -192,7 +196,13 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 		msgs[i] = m
 	}
 	keyFilter := s.subj.key(first.ProjectID, first.KeyID)
-	seq, err := s.publish(ctx, msgs, expected, keyFilter)
+	var seq uint64
+	var err error
+	if s.gc != nil {
+		seq, err = s.gc.append(ctx, msgs, expected, keyFilter)
+	} else {
+		seq, err = s.publish(ctx, msgs, expected, keyFilter)
+	}
 	if err == nil {
 		return seq, nil
 	}

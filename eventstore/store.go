@@ -32,6 +32,11 @@ type Config struct {
 	Duplicates time.Duration
 	// Timeout bounds each request to the server. Default 5 seconds.
 	Timeout time.Duration
+	// GroupCommit sends the appends of concurrent commands on different keys as one atomic
+	// batch, so that a server syncing every write flushes once for all of them. Turn it on
+	// when the server runs with sync_interval: always (keysd --sync-always); on a server that
+	// syncs in the background it costs more than it saves.
+	GroupCommit bool
 }
 
 func (c *Config) setDefaults() {

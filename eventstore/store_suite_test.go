@@ -21,16 +21,22 @@ import (
 // The event-store suite runs once per kind of server: in-process, and nats-server as a
 // separate process, as an operator runs it.
 func TestStoreInProcessServer(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.NATS(t) })
+	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.NATS(t) }, eventstore.Config{})
 }
 
 func TestStoreExternalServer(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.ExternalNATS(t) })
+	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.ExternalNATS(t) }, eventstore.Config{})
 }
 
-func openStore(t *testing.T, srv *testenv.NATSServer) *eventstore.Store {
+// With group commit every append goes through the committer, which sends concurrent appends
+// as one atomic batch: the suite's guarantees hold all the same.
+func TestStoreGroupCommit(t *testing.T) {
+	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.NATS(t) }, eventstore.Config{GroupCommit: true})
+}
+
+func openStore(t *testing.T, srv *testenv.NATSServer, cfg eventstore.Config) *eventstore.Store {
 	t.Helper()
-	s, err := eventstore.Open(context.Background(), srv.Connect(t), eventstore.Config{})
+	s, err := eventstore.Open(context.Background(), srv.Connect(t), cfg)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -72,11 +78,11 @@ func update(t *testing.T, created []domain.Event, u domain.UpdateKey) []domain.E
 
 func ptr[T any](v T) *T { return &v }
 
-func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServer) {
+func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServer, cfg eventstore.Config) {
 	ctx := context.Background()
 
 	t.Run("append and load one key", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		p := uuid.NewString()
 		created := newKeyEvent(t, p)
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
@@ -115,7 +121,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("stale expected sequence is a conflict and appends nothing", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		created := newKeyEvent(t, uuid.NewString())
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -145,7 +151,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("a retried append is stored once", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		created := newKeyEvent(t, uuid.NewString())
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -171,7 +177,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("concurrent writers of one key never both win", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		created := newKeyEvent(t, uuid.NewString())
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -208,7 +214,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("projects are created once", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		e, err := domain.DecideCreateProject(domain.CreateProject{
 			ProjectID: uuid.NewString(), Name: "p", ServerKeyID: uuid.NewString(), ServerKeyHash: "aa",
 		}, testMeta())
@@ -233,7 +239,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("the stream refuses deletes, purges and limits", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		created := newKeyEvent(t, uuid.NewString())
 		seq, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -260,7 +266,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("subscribe and read ranges in stream order", func(t *testing.T) {
-		s := openStore(t, newServer(t))
+		s := openStore(t, newServer(t), cfg)
 		p := uuid.NewString()
 		var last uint64
 		for range 5 {
@@ -299,7 +305,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 
 	t.Run("garbage on an event subject is delivered as an error, not a stop", func(t *testing.T) {
 		srv := newServer(t)
-		s := openStore(t, srv)
+		s := openStore(t, srv, cfg)
 		p := uuid.NewString()
 		if _, err := s.AppendKeyEvents(ctx, 0, []domain.Event{newKeyEvent(t, p)}); err != nil {
 			t.Fatal(err)
@@ -328,7 +334,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 
 	t.Run("a refused message is set aside once, outside the event stream", func(t *testing.T) {
 		srv := newServer(t)
-		s := openStore(t, srv)
+		s := openStore(t, srv, cfg)
 		p := uuid.NewString()
 		subject := "keyledger.key." + p + ".x.KeyRevoked"
 		// Published as a misbehaving client would, but acknowledged, so it is stored before
@@ -349,7 +355,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 		}
 		for i, want := range []bool{false, true, true} {
 			// A second Open (another process) must find the dead-letter stream as it is.
-			already, err := openStore(t, srv).SetAside(ctx, eventstore.DeadLetterOf(garbage, "projector"))
+			already, err := openStore(t, srv, cfg).SetAside(ctx, eventstore.DeadLetterOf(garbage, "projector"))
 			if err != nil || already != want {
 				t.Fatalf("SetAside #%d = %v, %v; want already=%v", i+1, already, err, want)
 			}

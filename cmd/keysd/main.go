@@ -70,7 +70,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	// Group commit pays off only when the server flushes every write (see eventstore.Config).
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways})
 	if err != nil {
 		return err
 	}
