@@ -28,7 +28,14 @@ type Config struct {
 	SubjectPrefix string
 	// Replicas is the stream's replication factor (1, or 3 on a cluster). Default 1.
 	Replicas int
-	// Duplicates is the stream's de-duplication window for message ids. Default 2 minutes.
+	// Duplicates is the stream's de-duplication window for message ids. Default 1 second.
+	//
+	// The store does not depend on it: every append carries a per-subject expectation, so a
+	// re-sent append is refused by that check whatever the window, and the message id only
+	// tells the store whether a refused or unanswered append was its own. A long window costs
+	// a lot: the server keeps every id of the window in memory (about 600,000 at 5,000
+	// appends/s over JetStream's default 2 minutes), and keysd's throughput fell by a third
+	// over three benchmark runs with it (docs/performance.md).
 	Duplicates time.Duration
 	// Timeout bounds each request to the server. Default 5 seconds.
 	Timeout time.Duration
@@ -50,7 +57,7 @@ func (c *Config) setDefaults() {
 		c.Replicas = 1
 	}
 	if c.Duplicates == 0 {
-		c.Duplicates = 2 * time.Minute
+		c.Duplicates = time.Second
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Second

@@ -214,8 +214,15 @@ CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
 is_public, secret_hash, last_four, version, last_seq, created_seq`
 	selectKey       = `SELECT ` + keyColumns + ` FROM {schema}.api_keys WHERE project_id = $1 AND id = $2`
 	selectUserKeys  = `SELECT ` + keyColumns + ` FROM {schema}.api_keys WHERE project_id = $1 AND user_id = $2 ORDER BY created_at DESC, created_seq DESC`
-	selectKeysByRef = `SELECT ` + keyColumns + ` FROM {schema}.api_keys
-WHERE (project_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`
+	// selectKeysByRef looks each key up by its primary key, and the lateral subquery with
+	// LIMIT 1 (which the planner cannot flatten) leaves it no other plan. The plain form,
+	// (project_id, id) IN (SELECT * FROM unnest(...)), got a generic plan made while the
+	// table was empty (a hash join over a sequential scan) and kept it on that connection as
+	// the table grew, with nothing to replan it where autovacuum is off, as on the benchmark
+	// machine: the projector's queries took longer with every run.
+	selectKeysByRef = `SELECT k.* FROM unnest($1::text[], $2::text[]) AS r(project_id, id)
+CROSS JOIN LATERAL (SELECT ` + keyColumns + ` FROM {schema}.api_keys
+    WHERE project_id = r.project_id AND id = r.id LIMIT 1) AS k`
 	// selectKeysAfter pages through every key in primary-key order.
 	selectKeysAfter = `SELECT ` + keyColumns + ` FROM {schema}.api_keys
 WHERE (project_id, id) > ($1, $2) ORDER BY project_id, id LIMIT $3`
