@@ -212,8 +212,8 @@ CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
 
 	keyColumns = `project_id, id, user_id, description, expires_at, manually_revoked_at, created_at,
 is_public, secret_hash, last_four, version, last_seq, created_seq`
-	selectKey       = `SELECT ` + keyColumns + ` FROM {schema}.api_keys WHERE project_id = $1 AND id = $2`
-	selectUserKeys  = `SELECT ` + keyColumns + ` FROM {schema}.api_keys WHERE project_id = $1 AND user_id = $2 ORDER BY created_at DESC, created_seq DESC`
+	selectKey      = `SELECT ` + keyColumns + ` FROM {schema}.api_keys WHERE project_id = $1 AND id = $2`
+	selectUserKeys = `SELECT ` + keyColumns + ` FROM {schema}.api_keys WHERE project_id = $1 AND user_id = $2 ORDER BY created_at DESC, created_seq DESC`
 	// selectKeysByRef looks each key up by its primary key, and the lateral subquery with
 	// LIMIT 1 (which the planner cannot flatten) leaves it no other plan. The plain form,
 	// (project_id, id) IN (SELECT * FROM unnest(...)), got a generic plan made while the
