@@ -183,7 +183,11 @@ func TestPostgresKeyLookupPlanIsTheIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Exec(ctx, `RESET plan_cache_mode`)
-	rows, _ := conn.Query(ctx, `EXPLAIN `+pg.sql.selectKeysByRef, []string{"p"}, []string{"k"})
+	if _, err := conn.Exec(ctx, `PREPARE lookup(text[], text[]) AS `+pg.sql.selectKeysByRef); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, `DEALLOCATE lookup`)
+	rows, _ := conn.Query(ctx, `EXPLAIN EXECUTE lookup('{p}', '{k}')`, pgx.QueryExecModeSimpleProtocol)
 	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		t.Fatal(err)
