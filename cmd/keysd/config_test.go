@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"math"
 	"path/filepath"
 	"runtime/debug"
 	"testing"
@@ -71,9 +72,42 @@ func TestTuneGCFollowsTheReadModelAndLeavesOperatorSettingsAlone(t *testing.T) {
 		}, 100},
 	} {
 		debug.SetGCPercent(100)
-		tuneGC(c.cfg, c.getenv, log)
+		tuneGC(c.cfg, c.getenv, noCgroupLimit, log)
 		if got := debug.SetGCPercent(100); got != c.want {
 			t.Errorf("%s: GOGC %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func noCgroupLimit() (int64, bool) { return 0, false }
+
+// TestSoftMemoryLimitFollowsTheContainer: in a cgroup with a memory limit keysd sets the
+// runtime's soft limit to 90% of it, unless the operator set GOMEMLIMIT or GOGC.
+func TestSoftMemoryLimitFollowsTheContainer(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	container := func() (int64, bool) { return 1 << 30, true }
+	none := func(string) string { return "" }
+	for _, c := range []struct {
+		name        string
+		getenv      func(string) string
+		cgroupLimit func() (int64, bool)
+		want        int64
+	}{
+		{"1 GiB container", none, container, (1 << 30) / 10 * 9},
+		{"no container limit", none, noCgroupLimit, math.MaxInt64},
+		{"GOMEMLIMIT set by the operator", func(k string) string {
+			if k == "GOMEMLIMIT" {
+				return "800MiB"
+			}
+			return ""
+		}, container, math.MaxInt64},
+	} {
+		debug.SetMemoryLimit(math.MaxInt64)
+		tuneGC(config{}, c.getenv, c.cgroupLimit, log)
+		if got := debug.SetMemoryLimit(-1); got != c.want {
+			t.Errorf("%s: soft memory limit %d, want %d", c.name, got, c.want)
 		}
 	}
 }

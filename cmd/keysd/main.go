@@ -27,6 +27,7 @@ import (
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/memlimit"
 	"github.com/keyledger/keyledger/internal/secretfile"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -92,7 +93,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tuneGC(cfg, os.Getenv, log)
+	tuneGC(cfg, os.Getenv, memlimit.Limit, log)
 	defer rm.Close()
 
 	projector := projections.NewProjector(store, rm, projections.ProjectorConfig{Logger: log})
@@ -244,7 +245,12 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 //   - in-process read model: the live heap is the read model itself (about 570 MB with the
 //     embedded server's subject index at a million keys), and memory is this mode's
 //     constraint, so collect at half again the live heap (GOGC=50) instead of twice it.
-func tuneGC(cfg config, getenv func(string) string, log *slog.Logger) {
+//
+// In a container with a memory limit (a cgroup's memory.max or memory.limit_in_bytes), keysd
+// also sets a soft memory limit at 90% of it: the runtime then collects harder as the process
+// nears the limit instead of being killed at it. A million keys in process under a write-heavy
+// load stay under 1 GiB this way, at some throughput (docs/performance.md, Memory).
+func tuneGC(cfg config, getenv func(string) string, cgroupLimit func() (int64, bool), log *slog.Logger) {
 	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
 		return
 	}
@@ -253,5 +259,11 @@ func tuneGC(cfg config, getenv func(string) string, log *slog.Logger) {
 		percent = 400
 	}
 	debug.SetGCPercent(percent)
+	if limit, ok := cgroupLimit(); ok {
+		soft := limit / 10 * 9
+		debug.SetMemoryLimit(soft)
+		log.Info("soft memory limit at 90% of the container's; set GOMEMLIMIT to override",
+			"container_bytes", limit, "soft_limit_bytes", soft)
+	}
 	log.Debug("garbage collection tuned for the read model; set GOGC or GOMEMLIMIT to override", "gogc", percent)
 }
