@@ -137,7 +137,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	}
 	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight),
 		limiter: newProjectLimiter(d.RateLimit, d.RateBurst)}
-	m, err := newMetrics(d.Registry, d.Projector)
+	m, err := newMetrics(d.Registry, d.Projector, d.Store)
 	if err != nil {
 		return nil, err
 	}

@@ -101,7 +101,7 @@ func TestErrorTable(t *testing.T) {
 func TestInstrument(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg, stoppedProjector{})
+	m, err := newMetrics(reg, stoppedProjector{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

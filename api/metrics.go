@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyledger/keyledger/eventstore"
 	"github.com/keyledger/keyledger/projections"
 )
 
@@ -22,7 +23,7 @@ type metrics struct {
 	errors   *prometheus.CounterVec
 }
 
-func newMetrics(reg *prometheus.Registry, projector Waiter) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.Store) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyledger_http_requests_total",
@@ -55,8 +56,9 @@ func newMetrics(reg *prometheus.Registry, projector Waiter) (*metrics, error) {
 		Help: "Stream sequence of the last event the read model applied.",
 	}, func() float64 { return float64(projector.Position()) })
 	var errs []error
-	for _, c := range append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, position},
-		projectorCollectors(projector)...) {
+	collectorsToRegister := append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, position},
+		projectorCollectors(projector)...)
+	for _, c := range append(collectorsToRegister, groupCommitCollectors(store)...) {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -76,6 +78,25 @@ func newMetrics(reg *prometheus.Registry, projector Waiter) (*metrics, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// groupCommitCollectors exposes the event store's group commits (keysd --sync-always).
+func groupCommitCollectors(store *eventstore.Store) []prometheus.Collector {
+	if store == nil || !store.GroupCommitStats().Enabled {
+		return nil
+	}
+	counter := func(name, help string, f func(eventstore.GroupCommitStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(store.GroupCommitStats())) })
+	}
+	return []prometheus.Collector{
+		counter("keyledger_group_commit_batches_total", "Atomic batches that carried the appends of several commands at once.",
+			func(s eventstore.GroupCommitStats) uint64 { return s.Batches }),
+		counter("keyledger_group_commit_commands_total", "Commands appended within those batches.",
+			func(s eventstore.GroupCommitStats) uint64 { return s.Commands }),
+		counter("keyledger_group_commit_retried_total", "Commands sent again alone because the server refused their batch for another command in it.",
+			func(s eventstore.GroupCommitStats) uint64 { return s.Retried }),
+	}
 }
 
 // projectorCollectors exposes the projector's counters when it offers them (the projector of

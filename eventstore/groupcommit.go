@@ -172,3 +172,20 @@ func (a *groupAppend) finish(seq uint64, err error) {
 	a.seq, a.err = seq, err
 	close(a.done)
 }
+
+// GroupCommitStats counts the group commits of a store.
+type GroupCommitStats struct {
+	Enabled bool
+	// Batches is how many atomic batches carried more than one command; Commands, how many
+	// commands they carried; Retried, how many of those were sent again alone because the
+	// server refused their batch for one of its commands.
+	Batches, Commands, Retried uint64
+}
+
+// GroupCommitStats reports the store's group commits (all zero unless Config.GroupCommit).
+func (s *Store) GroupCommitStats() GroupCommitStats {
+	if s.gc == nil {
+		return GroupCommitStats{}
+	}
+	return GroupCommitStats{Enabled: true, Batches: s.gc.batches.Load(), Commands: s.gc.commands.Load(), Retried: s.gc.retried.Load()}
+}
