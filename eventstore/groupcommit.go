@@ -74,9 +74,27 @@ func (g *groupCommit) append(ctx context.Context, msgs []*nats.Msg, expected uin
 func (g *groupCommit) run() {
 	for {
 		g.mu.Lock()
+		// Take appends in order while they fit, and stop at a second append to a key already
+		// in the batch: nats-server checks each message's per-subject expectation against the
+		// stream as it was before the batch, not against the batch's own earlier messages, so
+		// two appends expecting the same sequence of one key would both pass. (keysd's
+		// per-key lock never sends two at once; the store does not rely on it.)
 		n, size := 0, 0
-		for n < len(g.queue) && (n == 0 || size+len(g.queue[n].msgs) <= maxGroupMsgs) {
-			size += len(g.queue[n].msgs)
+		var keys map[string]struct{}
+		for n < len(g.queue) {
+			a := g.queue[n]
+			if n > 0 {
+				if size+len(a.msgs) > maxGroupMsgs {
+					break
+				}
+				if _, dup := keys[a.filter]; dup {
+					break
+				}
+			} else {
+				keys = make(map[string]struct{})
+			}
+			keys[a.filter] = struct{}{}
+			size += len(a.msgs)
 			n++
 		}
 		if n == 0 {

@@ -34,9 +34,18 @@ func groupTestEvents(t *testing.T, projectID string, n int) [][]domain.Event {
 // until all of them are queued, and then lets the committer run: they must go as one batch.
 func gatherThenCommit(t *testing.T, s *Store, cmds [][]domain.Event, expected []uint64) ([]uint64, []error) {
 	t.Helper()
-	s.gc.mu.Lock()
-	s.gc.running = true
-	s.gc.mu.Unlock()
+	// Hold the committer: wait for one still finishing earlier appends to stop, then mark it
+	// running so that appends queue up without one.
+	for {
+		s.gc.mu.Lock()
+		if !s.gc.running {
+			s.gc.running = true
+			s.gc.mu.Unlock()
+			break
+		}
+		s.gc.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
 	seqs, errs := make([]uint64, len(cmds)), make([]error, len(cmds))
 	var wg sync.WaitGroup
 	for i := range cmds {
@@ -168,4 +177,52 @@ func mustLoad(t *testing.T, s *Store, project, key string) []RecordedEvent {
 		t.Fatal(err)
 	}
 	return recs
+}
+
+// TestGroupCommitNeverBatchesOneKeyTwice: two appends to one key expecting the same sequence
+// must not both land. nats-server checks an atomic batch's per-subject expectations against
+// the stream before the batch, so the committer must not put them in one batch: the second
+// goes in the next and loses there.
+func TestGroupCommitNeverBatchesOneKeyTwice(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, testenv.NATS(t).Connect(t), Config{GroupCommit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	project := uuid.NewString()
+	created := groupTestEvents(t, project, 1)[0]
+	seq, err := s.AppendKeyEvents(ctx, 0, created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := domain.FoldKey(created)
+	var cmds [][]domain.Event
+	for _, d := range []string{"a", "b", "c"} {
+		evs, err := k.DecideUpdate(domain.UpdateKey{Description: &d},
+			domain.Meta{Time: time.Now(), Actor: domain.Actor{Type: domain.ActorOperator, ID: "t"}, NewID: uuid.NewString})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, evs)
+	}
+	cmds = append(cmds, groupTestEvents(t, project, 2)...) // and two other keys
+	_, errs := gatherThenCommit(t, s, cmds, []uint64{seq, seq, seq, 0, 0})
+	wins := 0
+	for i, err := range errs[:3] {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, ErrConflict):
+			t.Fatalf("rename %d: %v", i, err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d of 3 renames expecting the same sequence landed, want 1", wins)
+	}
+	if errs[3] != nil || errs[4] != nil {
+		t.Fatalf("creations of other keys: %v, %v", errs[3], errs[4])
+	}
+	if n := len(mustLoad(t, s, project, created[0].KeyID)); n != 2 {
+		t.Fatalf("key has %d events, want 2", n)
+	}
 }
