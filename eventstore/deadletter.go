@@ -137,7 +137,7 @@ func (s *Store) SetAside(ctx context.Context, d DeadLetter) (already bool, err e
 	case isWrongLastSequence(err):
 		return true, nil
 	case err != nil:
-		return false, fmt.Errorf("set aside message %d on %s: %w: %v", d.Seq, s.DeadLetterStream(), ErrUnavailable, err)
+		return false, fmt.Errorf("set aside message %d on %s: %w: %w", d.Seq, s.DeadLetterStream(), ErrUnavailable, err)
 	case ack.Duplicate:
 		return true, nil
 	}
@@ -178,7 +178,7 @@ func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	for {
 		it, err := jetstreamext.GetBatch(ctx, s.js, s.DeadLetterStream(), 256, jetstreamext.GetBatchSeq(next))
 		if err != nil {
-			return nil, fmt.Errorf("read dead letters: %w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("read dead letters: %w: %w", ErrUnavailable, err)
 		}
 		n := 0
 		for m, err := range it {
@@ -186,7 +186,7 @@ func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 				if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstreamext.ErrNoMessages) {
 					break
 				}
-				return nil, fmt.Errorf("read dead letters: %w: %v", ErrUnavailable, err)
+				return nil, fmt.Errorf("read dead letters: %w: %w", ErrUnavailable, err)
 			}
 			seq, _ := strconv.ParseUint(m.Header.Get(HeaderOriginalSeq), 10, 64)
 			stored, _ := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderOriginalTime))

@@ -34,7 +34,7 @@ func (s *Store) Import(ctx context.Context, events []domain.Event) error {
 		m.Header.Del(jetstream.MsgIDHeader)
 		f, err := s.js.PublishMsgAsync(m, jetstream.WithExpectStream(s.cfg.Stream))
 		if err != nil {
-			return fmt.Errorf("import: %w: %v", ErrUnavailable, err)
+			return fmt.Errorf("import: %w: %w", ErrUnavailable, err)
 		}
 		futures = append(futures, f)
 	}

@@ -54,7 +54,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return nil, fmt.Errorf("%w: JetStream is not enabled on %s (start nats-server with -js)", ErrServerUnsupported, nc.ConnectedUrlRedacted())
 		}
-		return nil, fmt.Errorf("%w: JetStream account info: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: JetStream account info: %w", ErrUnavailable, err)
 	}
 	if err := s.ensureStream(ctx); err != nil {
 		return nil, err
@@ -215,12 +215,12 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
 		return seq, nil
 	} else if lerr != nil && !conflict {
-		return 0, fmt.Errorf("append to key %s: %w: %v", first.KeyID, ErrUnavailable, err)
+		return 0, fmt.Errorf("append to key %s: %w: %w", first.KeyID, ErrUnavailable, err)
 	}
 	if conflict {
 		return 0, ErrConflict
 	}
-	return 0, fmt.Errorf("append to key %s: %w: %v", first.KeyID, ErrUnavailable, err)
+	return 0, fmt.Errorf("append to key %s: %w: %w", first.KeyID, ErrUnavailable, err)
 }
 
 // publish sends one message, or several as one atomic batch, with the per-subject
@@ -344,7 +344,7 @@ func (s *Store) AppendProjectEvent(ctx context.Context, e domain.Event) (uint64,
 	if isWrongLastSequence(err) {
 		return 0, domain.ErrProjectExists
 	}
-	return 0, fmt.Errorf("append project %s: %w: %v", e.ProjectID, ErrUnavailable, err)
+	return 0, fmt.Errorf("append project %s: %w: %w", e.ProjectID, ErrUnavailable, err)
 }
 
 // LoadKey reads one key's events, oldest first, without creating a consumer. An unknown key
@@ -376,7 +376,7 @@ func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.Proje
 		return domain.ProjectSnapshot{}, domain.ErrProjectNotFound
 	}
 	if err != nil {
-		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w: %v", projectID, ErrUnavailable, err)
+		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w: %w", projectID, ErrUnavailable, err)
 	}
 	r := decode(m.Sequence, m.Subject, m.Time, m.Data)
 	if r.Err != nil {
@@ -395,7 +395,7 @@ func (s *Store) getAll(ctx context.Context, filter string) ([]RecordedEvent, err
 		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 256,
 			jetstreamext.GetBatchSubject(filter), jetstreamext.GetBatchSeq(next))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		n := 0
 		for m, err := range it {
@@ -403,7 +403,7 @@ func (s *Store) getAll(ctx context.Context, filter string) ([]RecordedEvent, err
 				if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstreamext.ErrNoMessages) {
 					break
 				}
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
 			out = append(out, decode(m.Sequence, m.Subject, m.Time, m.Data))
 			next = m.Sequence + 1
@@ -421,7 +421,7 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	defer cancel()
 	str, err := s.js.Stream(ctx, s.cfg.Stream) // one STREAM.INFO request, state included
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return str.CachedInfo().State.LastSeq, nil
 }
@@ -432,12 +432,12 @@ func (s *Store) SeqAtTime(ctx context.Context, t time.Time) (uint64, error) {
 	defer cancel()
 	str, err := s.js.Stream(ctx, s.cfg.Stream)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	// The first message stored after t; everything before it is at or before t.
 	it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 1, jetstreamext.GetBatchStartTime(t.Add(time.Nanosecond)))
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	for m, err := range it {
 		if err != nil {
@@ -447,7 +447,7 @@ func (s *Store) SeqAtTime(ctx context.Context, t time.Time) (uint64, error) {
 	}
 	info, err := str.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return info.State.LastSeq, nil
 }

@@ -20,7 +20,7 @@ func (s *Store) LastOf(ctx context.Context, filter string) (uint64, time.Time, e
 		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("last message on %s: %w: %v", filter, ErrUnavailable, err)
+		return 0, time.Time{}, fmt.Errorf("last message on %s: %w: %w", filter, ErrUnavailable, err)
 	}
 	return m.Sequence, m.Time, nil
 }

@@ -54,11 +54,11 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, opts ...SubscribeOpt
 	defer cancel()
 	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("subscribe from %d: %w: %v", from, ErrUnavailable, err)
+		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
 	if err != nil {
-		return nil, fmt.Errorf("subscribe from %d: %w: %v", from, ErrUnavailable, err)
+		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
 	}
 	return &Subscription{cons: cons, iter: it}, nil
 }
@@ -103,7 +103,7 @@ func (sub *Subscription) nextRaw(ctx context.Context, wait time.Duration) (rawMs
 		if ctx.Err() != nil {
 			return rawMsg{}, ErrNoMessage
 		}
-		return rawMsg{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return rawMsg{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	md, err := m.Metadata()
 	if err != nil {
