@@ -317,24 +317,82 @@ type projectRow struct {
 
 // Apply implements ReadModel in one transaction: lock the checkpoint, read the keys the
 // batch touches, evolve them in memory, and write the changed rows, new projects and the
-// new checkpoint with one statement each. A batch costs the same few round trips whatever
-// its size.
+// new checkpoint with one statement each. The statements go in two pipelined round trips,
+// BEGIN with the lock and the read, then the writes with COMMIT, whatever the batch's size.
+// A failure anywhere leaves the transaction open, and the pool closes such a connection
+// instead of reusing it: nothing of the batch is committed.
 func (p *Postgres) Apply(ctx context.Context, events []eventstore.RecordedEvent) (uint64, error) {
 	if len(events) == 0 {
 		return p.Checkpoint(ctx)
 	}
-	var checkpoint uint64
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var err error
-		checkpoint, err = p.applyTx(ctx, tx, events)
-		return err
-	})
+	checkpoint, err := p.applyPipelined(ctx, events)
 	if err != nil {
 		var gap *GapError
 		if errors.As(err, &gap) {
 			return gap.Checkpoint, gap
 		}
 		return 0, fmt.Errorf("apply events %d..%d: %w", events[0].Seq, events[len(events)-1].Seq, err)
+	}
+	return checkpoint, nil
+}
+
+func (p *Postgres) applyPipelined(ctx context.Context, events []eventstore.RecordedEvent) (uint64, error) {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release() // closed rather than reused if still in the transaction
+	c := conn.Conn()
+
+	// Read the keys of every event in the batch, before knowing which are beyond the
+	// checkpoint: the rows of the others are read and not used.
+	projects, ids := keyRefs(events)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(p.sql.lockCheckpoint)
+	if len(ids) > 0 {
+		b.Queue(p.sql.selectKeysByRef, projects, ids)
+	}
+	br := c.SendBatch(ctx, b)
+	var pos int64
+	var found []keyRow
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&pos)
+	}
+	if err == nil && len(ids) > 0 {
+		rows, qerr := br.Query()
+		found, err = pgx.CollectRows(rows, pgx.RowToStructByName[keyRow])
+		if qerr != nil && err == nil {
+			err = qerr
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("lock checkpoint and read keys: %w", err)
+	}
+	checkpoint := uint64(pos)
+	todo, err := unapplied(checkpoint, events)
+	if err != nil || len(todo) == 0 {
+		if _, rerr := c.Exec(ctx, "ROLLBACK"); rerr != nil && err == nil {
+			err = rerr
+		}
+		return checkpoint, err
+	}
+	keys := make(map[keyRef]*keyState, len(found))
+	for _, row := range found {
+		st := row.state()
+		keys[keyRef{st.ProjectID, st.ID}] = &st
+	}
+	w, checkpoint := fold(checkpoint, todo, keys)
+	b = &pgx.Batch{}
+	w.queue(b, p.sql)
+	b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
+	b.Queue("COMMIT")
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		return 0, err
 	}
 	return checkpoint, nil
 }
@@ -355,6 +413,16 @@ func (p *Postgres) applyTx(ctx context.Context, tx pgx.Tx, events []eventstore.R
 	if err != nil {
 		return 0, err
 	}
+	w, checkpoint := fold(checkpoint, todo, keys)
+	b := &pgx.Batch{}
+	w.queue(b, p.sql)
+	b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
+	return checkpoint, tx.SendBatch(ctx, b).Close()
+}
+
+// fold evolves the keys (their rows as read, nil for keys without one) by the events beyond
+// checkpoint and returns what to write and the new checkpoint.
+func fold(checkpoint uint64, todo []eventstore.RecordedEvent, keys map[keyRef]*keyState) (pgWrites, uint64) {
 	var w pgWrites
 	for _, r := range todo {
 		if r.Seq <= checkpoint {
@@ -377,10 +445,7 @@ func (p *Postgres) applyTx(ctx context.Context, tx pgx.Tx, events []eventstore.R
 			w.project(proj, r.Seq)
 		}
 	}
-	b := &pgx.Batch{}
-	w.queue(b, p.sql)
-	b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
-	return checkpoint, tx.SendBatch(ctx, b).Close()
+	return w, checkpoint
 }
 
 type keyRef struct{ project, key string }
@@ -388,18 +453,7 @@ type keyRef struct{ project, key string }
 // loadKeys reads the current rows of the keys that events touch.
 func (p *Postgres) loadKeys(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (map[keyRef]*keyState, error) {
 	keys := make(map[keyRef]*keyState)
-	var projects, ids []string
-	for _, r := range events {
-		if r.Err != nil || !isKeyEvent(r.Event) {
-			continue
-		}
-		ref := keyRef{r.Event.ProjectID, r.Event.KeyID}
-		if _, ok := keys[ref]; !ok {
-			keys[ref] = nil
-			projects = append(projects, ref.project)
-			ids = append(ids, ref.key)
-		}
-	}
+	projects, ids := keyRefs(events)
 	if len(ids) == 0 {
 		return keys, nil
 	}
@@ -413,6 +467,23 @@ func (p *Postgres) loadKeys(ctx context.Context, tx pgx.Tx, events []eventstore.
 		keys[keyRef{s.ProjectID, s.ID}] = &s
 	}
 	return keys, nil
+}
+
+// keyRefs lists the keys that events touch, each once, as the two arrays of the lookup.
+func keyRefs(events []eventstore.RecordedEvent) (projects, ids []string) {
+	seen := make(map[keyRef]struct{}, len(events))
+	for _, r := range events {
+		if r.Err != nil || !isKeyEvent(r.Event) {
+			continue
+		}
+		ref := keyRef{r.Event.ProjectID, r.Event.KeyID}
+		if _, ok := seen[ref]; !ok {
+			seen[ref] = struct{}{}
+			projects = append(projects, ref.project)
+			ids = append(ids, ref.key)
+		}
+	}
+	return projects, ids
 }
 
 // pgWrites collects what one batch writes: the final state of each changed key and each new

@@ -130,8 +130,16 @@ func TestOpenPostgresFailsClearly(t *testing.T) {
 }
 
 // BenchmarkPostgresApply measures how fast the PostgreSQL read model takes batches of a
-// busy stream (creations and changes of recent keys): go test ./projections -run '^$' -bench PostgresApply
+// busy stream (creations and changes of recent keys), in the projector's batch sizes under
+// load (about 20 events) and when catching up (1,000):
+// go test ./projections -run '^$' -bench PostgresApply -benchmem
 func BenchmarkPostgresApply(b *testing.B) {
+	for _, size := range []int{20, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) { benchmarkPostgresApply(b, size) })
+	}
+}
+
+func benchmarkPostgresApply(b *testing.B, size int) {
 	ctx := context.Background()
 	pg, err := OpenPostgres(ctx, testenv.Postgres(b), PostgresConfig{})
 	if err != nil {
@@ -155,7 +163,7 @@ func BenchmarkPostgresApply(b *testing.B) {
 		if h.applied == len(h.events) {
 			b.Fatal("benchmark ran out of events; lower -benchtime")
 		}
-		end := min(h.applied+1000, len(h.events))
+		end := min(h.applied+size, len(h.events))
 		if _, err := pg.Apply(ctx, h.events[h.applied:end]); err != nil {
 			b.Fatal(err)
 		}
