@@ -257,11 +257,47 @@ func (h *Handler) load(ctx context.Context, projectID, keyID string, from stateS
 		}
 		// Not seen by the cache yet: perhaps created through another instance.
 	}
+	if from == fromStore && h.cached != nil {
+		// The read model's row of the key is the fold of its events up to the row's sequence:
+		// start from it and fold only what the stream has after it. A key with a long history
+		// (hundreds of thousands of renames) would otherwise take seconds to load, under its
+		// lock, after every conflict.
+		snap, seq, err := h.cached(ctx, projectID, keyID)
+		if err == nil {
+			key, last, err := h.foldTail(ctx, domain.RestoreKey(snap), seq)
+			if err == nil {
+				h.recent.put(key.Snapshot(), last)
+			}
+			return key, last, err
+		}
+		if !errors.Is(err, domain.ErrKeyNotFound) {
+			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
+		}
+	}
 	key, seq, err := h.LoadKey(ctx, projectID, keyID)
 	if err == nil {
 		h.recent.put(key.Snapshot(), seq)
 	}
 	return key, seq, err
+}
+
+// foldTail brings key, as of stream sequence seq, up to date with the key's events after it.
+func (h *Handler) foldTail(ctx context.Context, key *domain.Key, seq uint64) (*domain.Key, uint64, error) {
+	snap := key.Snapshot()
+	recs, err := h.store.LoadKeyAfter(ctx, snap.ProjectID, snap.ID, seq)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load key %s: %w", snap.ID, err)
+	}
+	for _, r := range recs {
+		seq = r.Seq
+		if r.Err != nil {
+			continue // not an event: set aside, as the projector does
+		}
+		if next, err := domain.EvolveKey(key, r.Event); err == nil {
+			key = next
+		}
+	}
+	return key, seq, nil
 }
 
 // LoadKey folds a key from its events in the store, and returns the stream sequence of the

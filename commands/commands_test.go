@@ -254,3 +254,58 @@ func TestNoOpIsCheckedAgainstTheStreamNotALaggingReadModel(t *testing.T) {
 		t.Fatalf("a no-op rename through b answers %+v, %v; want the revoked key", res.Key, err)
 	}
 }
+
+// After a conflict the key is reloaded from the read model's row and the events the stream
+// has after it, not from its whole history: a key renamed a million times must not take
+// seconds to load under its lock. The read model here marks its rows (a user id the stream
+// never had), so the answer shows which load was used; the tail after the row still counts.
+func TestReloadAfterAConflictFoldsOnlyTheTailOntoTheReadModel(t *testing.T) {
+	store, h := setup(t)
+	ctx := context.Background()
+	c := caller
+	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
+	other := newHandler(t, store, h, nil, 0)
+	created, err := other.CreateKey(ctx, c, commands.NewKey{UserID: "u", Description: "v0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed, err := other.UpdateKey(ctx, c, created.Key.ID, desc("v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The read model has applied the rename; its row is marked.
+	row := renamed.Key
+	row.UserID = "from the read model"
+	lookup := func(context.Context, string, string) (domain.KeySnapshot, uint64, error) {
+		return row, renamed.Seq, nil
+	}
+	cmds := newHandler(t, store, h, lookup, 0)
+	// This handler's own last write of the key becomes stale when the other instance renames
+	// it again, so its next command conflicts and reloads.
+	if _, err := cmds.UpdateKey(ctx, c, created.Key.ID, desc("v2")); err != nil {
+		t.Fatal(err)
+	}
+	row = renamed.Key // the read model has not applied v2 and v3 yet
+	row.UserID = "from the read model"
+	if _, err := other.UpdateKey(ctx, c, created.Key.ID, desc("v3")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cmds.UpdateKey(ctx, c, created.Key.ID, desc("v4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Key.UserID != "from the read model" {
+		t.Fatalf("reloaded key has user id %q: it was folded from the whole stream, not from the read model's row", res.Key.UserID)
+	}
+	if res.Key.Description != "v4" || res.Key.Version != 5 {
+		t.Fatalf("after the reload: %q version %d, want v4 version 5 (the tail v2, v3 folded in)", res.Key.Description, res.Key.Version)
+	}
+	recs, err := store.LoadKey(ctx, c.ProjectID, created.Key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := recs[len(recs)-1]
+	if d, ok := last.Event.Data.(domain.DescriptionChanged); !ok || d.Old != "v3" || d.New != "v4" || last.Seq != res.Seq {
+		t.Fatalf("last event %+v at %d, want v3 -> v4 at %d", last.Event.Data, last.Seq, res.Seq)
+	}
+}

@@ -353,12 +353,25 @@ func (s *Store) LoadKey(ctx context.Context, projectID, keyID string) ([]Recorde
 	if !validToken(projectID) || !validToken(keyID) {
 		return nil, domain.ErrKeyNotFound
 	}
-	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID))
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), 1)
 	if err != nil {
 		return nil, fmt.Errorf("load key %s: %w", keyID, err)
 	}
 	if len(evs) == 0 {
 		return nil, domain.ErrKeyNotFound
+	}
+	return evs, nil
+}
+
+// LoadKeyAfter reads the events of one key after stream sequence after, oldest first: the
+// tail to fold onto a snapshot of the key taken at that sequence (none when it is current).
+func (s *Store) LoadKeyAfter(ctx context.Context, projectID, keyID string, after uint64) ([]RecordedEvent, error) {
+	if !validToken(projectID) || !validToken(keyID) {
+		return nil, domain.ErrKeyNotFound
+	}
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1)
+	if err != nil {
+		return nil, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
 	}
 	return evs, nil
 }
@@ -385,12 +398,13 @@ func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.Proje
 	return domain.ProjectFromEvent(r.Event)
 }
 
-// getAll reads every message on a subject filter with batched direct gets.
-func (s *Store) getAll(ctx context.Context, filter string) ([]RecordedEvent, error) {
+// getAll reads every message on a subject filter from stream sequence from on, with batched
+// direct gets.
+func (s *Store) getAll(ctx context.Context, filter string, from uint64) ([]RecordedEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var out []RecordedEvent
-	next := uint64(1)
+	next := from
 	for {
 		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 256,
 			jetstreamext.GetBatchSubject(filter), jetstreamext.GetBatchSeq(next))

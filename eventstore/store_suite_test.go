@@ -120,6 +120,34 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 		}
 	})
 
+	t.Run("load a key's events after a sequence", func(t *testing.T) {
+		s := openStore(t, newServer(t), cfg)
+		p := uuid.NewString()
+		created := newKeyEvent(t, p)
+		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendKeyEvents(ctx, 0, []domain.Event{newKeyEvent(t, p)}); err != nil { // another key between
+			t.Fatal(err)
+		}
+		both := update(t, []domain.Event{created}, domain.UpdateKey{Description: ptr("second"), Revoked: ptr(true)})
+		seq3, err := s.AppendKeyEvents(ctx, seq1, both)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tail, err := s.LoadKeyAfter(ctx, p, created.KeyID, seq1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tail) != 2 || tail[0].Event.Type != domain.TypeDescriptionChanged || tail[1].Seq != seq3 {
+			t.Fatalf("events after %d: %d, want the rename and the revocation ending at %d", seq1, len(tail), seq3)
+		}
+		if tail, err := s.LoadKeyAfter(ctx, p, created.KeyID, seq3); err != nil || len(tail) != 0 {
+			t.Fatalf("events after the last: %d, %v; want none", len(tail), err)
+		}
+	})
+
 	t.Run("stale expected sequence is a conflict and appends nothing", func(t *testing.T) {
 		s := openStore(t, newServer(t), cfg)
 		created := newKeyEvent(t, uuid.NewString())
