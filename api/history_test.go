@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,12 +31,9 @@ func TestKeyHistory(t *testing.T) {
 	_ = nc.Flush()
 
 	r := e.ok(t, http.MethodGet, path+"/events", h, "")
-	var got struct {
-		IsPaginated *bool             `json:"is_paginated"`
-		Items       []json.RawMessage `json:"items"`
-	}
-	if err := json.Unmarshal(r.raw, &got); err != nil || got.IsPaginated == nil || *got.IsPaginated {
-		t.Fatalf("body %s (%v), want is_paginated false and items", r.raw, err)
+	var got historyPage
+	if err := json.Unmarshal(r.raw, &got); err != nil || !got.IsPaginated || got.Pagination.NextCursor != nil {
+		t.Fatalf("body %s (%v), want is_paginated true, items, and no next cursor", r.raw, err)
 	}
 	stored := e.events(t, p.id, id)
 	if len(got.Items) != 3 || len(stored) != 4 {
@@ -97,4 +95,52 @@ func TestKeyHistory(t *testing.T) {
 		e.refused(t, http.MethodGet, path+"/events", with(h, "X-Stack-Secret-Server-Key", str(other.serverKey)), "", http.StatusUnauthorized, "INVALID_SECRET_SERVER_KEY")
 		e.refused(t, http.MethodPost, path+"/events", h, `{}`, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED")
 	})
+}
+
+type historyPage struct {
+	IsPaginated bool              `json:"is_paginated"`
+	Items       []json.RawMessage `json:"items"`
+	Pagination  struct {
+		NextCursor *string `json:"next_cursor"`
+	} `json:"pagination"`
+}
+
+// A long history is read a page at a time: the cursors lead through every event once, in
+// order, and the last page says there is no next.
+func TestKeyHistoryPages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := e.newProject(t)
+	h := p.headers()
+	id := e.createKey(t, p, `{"user_id":"u","description":"d0"}`).body["id"].(string)
+	path := v1 + "/" + id + "/events"
+	for i := 1; i <= 6; i++ {
+		e.ok(t, http.MethodPatch, v1+"/"+id, h, fmt.Sprintf(`{"description":"d%d"}`, i))
+	}
+	var versions []float64
+	pages := 0
+	for url := path + "?limit=3"; url != ""; pages++ {
+		var page historyPage
+		if err := json.Unmarshal(e.ok(t, http.MethodGet, url, h, "").raw, &page); err != nil {
+			t.Fatal(err)
+		}
+		for _, item := range page.Items {
+			var ev struct{ Version float64 }
+			_ = json.Unmarshal(item, &ev)
+			versions = append(versions, ev.Version)
+		}
+		url = ""
+		if page.Pagination.NextCursor != nil {
+			url = path + "?limit=3&cursor=" + *page.Pagination.NextCursor
+		}
+		if pages > 5 {
+			t.Fatal("the cursors do not end")
+		}
+	}
+	if fmt.Sprint(versions) != "[1 2 3 4 5 6 7]" || pages != 3 {
+		t.Fatalf("versions %v in %d pages, want 1..7 in 3 pages of at most 3", versions, pages)
+	}
+	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?cursor=0", "?cursor=-1", "?cursor=a", "?page=2", "?limit=1&limit=2"} {
+		e.refused(t, http.MethodGet, path+q, h, "", http.StatusBadRequest, "SCHEMA_ERROR")
+	}
 }

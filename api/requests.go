@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/keyledger/keyledger/commands"
@@ -63,6 +65,35 @@ func decodeGet(r *http.Request) (string, error) {
 	id := v.keyID()
 	optionalUserIDQuery(v)
 	return id, v.err()
+}
+
+// decodeHistory reads GET /user-api-keys/{api_key_id}/events: the key id, and the optional
+// cursor (a stream sequence from the previous page) and limit (1 to historyPageLimit).
+func decodeHistory(r *http.Request) (id string, after uint64, limit int, err error) {
+	v := newValidation(r)
+	id = v.keyID()
+	q := v.query("user_id", "cursor", "limit")
+	if values, ok := q["user_id"]; ok && len(values) == 1 {
+		if err := domain.ValidateUserID("query.user_id", values[0]); err != nil {
+			v.add(validationMessage(err))
+		}
+	}
+	limit = historyPageLimit
+	if values, ok := q["cursor"]; ok && len(values) == 1 {
+		n, perr := strconv.ParseUint(values[0], 10, 64)
+		if perr != nil || n == 0 {
+			v.add("query.cursor must be a cursor from a previous page (a positive integer)")
+		}
+		after = n
+	}
+	if values, ok := q["limit"]; ok && len(values) == 1 {
+		n, perr := strconv.Atoi(values[0])
+		if perr != nil || n < 1 || n > historyPageLimit {
+			v.add(fmt.Sprintf("query.limit must be an integer from 1 to %d", historyPageLimit))
+		}
+		limit = n
+	}
+	return id, after, limit, v.err()
 }
 
 // decodeUpdate reads PATCH /user-api-keys/{api_key_id}.

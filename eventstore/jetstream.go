@@ -353,7 +353,7 @@ func (s *Store) LoadKey(ctx context.Context, projectID, keyID string) ([]Recorde
 	if !validToken(projectID) || !validToken(keyID) {
 		return nil, domain.ErrKeyNotFound
 	}
-	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), 1)
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), 1, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load key %s: %w", keyID, err)
 	}
@@ -369,11 +369,30 @@ func (s *Store) LoadKeyAfter(ctx context.Context, projectID, keyID string, after
 	if !validToken(projectID) || !validToken(keyID) {
 		return nil, domain.ErrKeyNotFound
 	}
-	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1)
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
 	}
 	return evs, nil
+}
+
+// LoadKeyPage reads at most limit messages of one key after stream sequence after, oldest
+// first, and reports whether the key has more after them: a page of its history.
+func (s *Store) LoadKeyPage(ctx context.Context, projectID, keyID string, after uint64, limit int) ([]RecordedEvent, bool, error) {
+	if !validToken(projectID) || !validToken(keyID) {
+		return nil, false, domain.ErrKeyNotFound
+	}
+	if limit < 1 {
+		return nil, false, fmt.Errorf("load key %s: page limit %d must be positive", keyID, limit)
+	}
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
+	}
+	if len(evs) > limit {
+		return evs[:limit], true, nil
+	}
+	return evs, false, nil
 }
 
 // LoadProject reads a project's creation from the stream. An unknown project is
@@ -398,15 +417,22 @@ func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.Proje
 	return domain.ProjectFromEvent(r.Event)
 }
 
-// getAll reads every message on a subject filter from stream sequence from on, with batched
-// direct gets.
-func (s *Store) getAll(ctx context.Context, filter string, from uint64) ([]RecordedEvent, error) {
+// getAll reads the messages on a subject filter from stream sequence from on, at most max
+// of them (0: all), with batched direct gets.
+func (s *Store) getAll(ctx context.Context, filter string, from uint64, max int) ([]RecordedEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var out []RecordedEvent
 	next := from
 	for {
-		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 256,
+		batch := 256
+		if max > 0 {
+			if max-len(out) <= 0 {
+				return out, nil
+			}
+			batch = min(batch, max-len(out))
+		}
+		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, batch,
 			jetstreamext.GetBatchSubject(filter), jetstreamext.GetBatchSeq(next))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -423,7 +449,7 @@ func (s *Store) getAll(ctx context.Context, filter string, from uint64) ([]Recor
 			next = m.Sequence + 1
 			n++
 		}
-		if n < 256 {
+		if n < batch {
 			return out, nil
 		}
 	}
