@@ -43,10 +43,6 @@ func (s *server) keyEvents(w http.ResponseWriter, r *http.Request, caller comman
 		writeError(w, r, err)
 		return
 	}
-	if after == 0 && len(records) == 0 {
-		writeError(w, r, domain.ErrKeyNotFound)
-		return
-	}
 	list := eventList{IsPaginated: true, Items: make([]json.RawMessage, 0, len(records))}
 	for _, rec := range records {
 		if rec.Err != nil {
@@ -60,7 +56,7 @@ func (s *server) keyEvents(w http.ResponseWriter, r *http.Request, caller comman
 		list.Items = append(list.Items, doc)
 	}
 	if after == 0 && len(list.Items) == 0 && !more {
-		writeError(w, r, domain.ErrKeyNotFound) // only garbage on the key's subjects
+		writeError(w, r, domain.ErrKeyNotFound) // no events, or only garbage on its subjects
 		return
 	}
 	if more {

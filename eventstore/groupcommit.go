@@ -80,18 +80,11 @@ func (g *groupCommit) run() {
 		// two appends expecting the same sequence of one key would both pass. (keysd's
 		// per-key lock never sends two at once; the store does not rely on it.)
 		n, size := 0, 0
-		var keys map[string]struct{}
-		for n < len(g.queue) {
-			a := g.queue[n]
-			if n > 0 {
-				if size+len(a.msgs) > maxGroupMsgs {
-					break
-				}
-				if _, dup := keys[a.filter]; dup {
-					break
-				}
-			} else {
-				keys = make(map[string]struct{})
+		keys := make(map[string]struct{}, len(g.queue))
+		for _, a := range g.queue {
+			_, dup := keys[a.filter]
+			if n > 0 && (dup || size+len(a.msgs) > maxGroupMsgs) {
+				break
 			}
 			keys[a.filter] = struct{}{}
 			size += len(a.msgs)
