@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,6 +67,65 @@ type Postgres struct {
 	pool   *pgxpool.Pool
 	schema string
 	sql    pgStatements
+	rows   writtenRows
+}
+
+// writtenRows keeps the rows of api_keys this instance's projector last wrote or read, so
+// that the next batch need not read them back. They are the table's rows only while the
+// checkpoint is still the one this instance committed with them: every writer moves the
+// checkpoint under its row lock, so a checkpoint that moved otherwise means another writer
+// (another keysd, a rebuild's swap) may have changed them, and they are dropped.
+type writtenRows struct {
+	mu   sync.Mutex
+	at   uint64 // the checkpoint committed with these rows; 0: none are known
+	keys map[keyRef]keyState
+}
+
+// maxWrittenRows bounds writtenRows; past it the cache starts again empty.
+const maxWrittenRows = 100_000
+
+// lookup returns the cached rows among refs, the refs it does not have, and the checkpoint
+// the cached rows belong to.
+func (w *writtenRows) lookup(projects, ids []string) (map[keyRef]keyState, []string, []string, uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at == 0 || len(w.keys) == 0 {
+		return nil, projects, ids, 0
+	}
+	hits := make(map[keyRef]keyState)
+	var missP, missI []string
+	for i := range ids {
+		ref := keyRef{projects[i], ids[i]}
+		if st, ok := w.keys[ref]; ok {
+			hits[ref] = st
+			continue
+		}
+		missP, missI = append(missP, projects[i]), append(missI, ids[i])
+	}
+	return hits, missP, missI, w.at
+}
+
+// remember records rows as of checkpoint at, which this instance just committed; the rows
+// it already had stay only if they belonged to the checkpoint this commit started from.
+func (w *writtenRows) remember(from, at uint64, rows map[keyRef]*keyState) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at != from || w.keys == nil || len(w.keys)+len(rows) > maxWrittenRows {
+		w.keys = make(map[keyRef]keyState, len(rows))
+	}
+	for ref, st := range rows {
+		if st != nil {
+			w.keys[ref] = *st
+		}
+	}
+	w.at = at
+}
+
+// forget drops every row: after a failure, the table's state is not known.
+func (w *writtenRows) forget() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.at, w.keys = 0, nil
 }
 
 var _ ReadModel = (*Postgres)(nil)
@@ -345,8 +405,10 @@ func (p *Postgres) applyPipelined(ctx context.Context, events []eventstore.Recor
 	c := conn.Conn()
 
 	// Read the keys of every event in the batch, before knowing which are beyond the
-	// checkpoint: the rows of the others are read and not used.
-	projects, ids := keyRefs(events)
+	// checkpoint (the rows of the others are read and not used), except those this instance
+	// wrote last: they are still the table's rows if the checkpoint is still its own.
+	allProjects, allIDs := keyRefs(events)
+	cached, projects, ids, cachedAt := p.rows.lookup(allProjects, allIDs)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(p.sql.lockCheckpoint)
@@ -371,9 +433,24 @@ func (p *Postgres) applyPipelined(ctx context.Context, events []eventstore.Recor
 		err = cerr
 	}
 	if err != nil {
+		p.rows.forget()
 		return 0, fmt.Errorf("lock checkpoint and read keys: %w", err)
 	}
 	checkpoint := uint64(pos)
+	if len(cached) > 0 && checkpoint != cachedAt {
+		// Someone else moved the checkpoint since this instance wrote those rows: read them.
+		p.rows.forget()
+		var cp, ci []string
+		for ref := range cached {
+			cp, ci = append(cp, ref.project), append(ci, ref.key)
+		}
+		rows, _ := c.Query(ctx, p.sql.selectKeysByRef, cp, ci)
+		more, err := pgx.CollectRows(rows, pgx.RowToStructByName[keyRow])
+		if err != nil {
+			return 0, fmt.Errorf("read keys: %w", err)
+		}
+		found, cached = append(found, more...), nil
+	}
 	todo, err := unapplied(checkpoint, events)
 	if err != nil || len(todo) == 0 {
 		if _, rerr := c.Exec(ctx, "ROLLBACK"); rerr != nil && err == nil {
@@ -381,19 +458,26 @@ func (p *Postgres) applyPipelined(ctx context.Context, events []eventstore.Recor
 		}
 		return checkpoint, err
 	}
-	keys := make(map[keyRef]*keyState, len(found))
+	keys := make(map[keyRef]*keyState, len(found)+len(cached))
+	for ref, st := range cached {
+		keys[ref] = &st
+	}
 	for _, row := range found {
 		st := row.state()
 		keys[keyRef{st.ProjectID, st.ID}] = &st
 	}
+	from := checkpoint
 	w, checkpoint := fold(checkpoint, todo, keys)
 	b = &pgx.Batch{}
 	w.queue(b, p.sql)
 	b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
 	b.Queue("COMMIT")
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		p.rows.forget()
 		return 0, err
 	}
+	// keys now holds the rows as committed: those read and those the batch changed.
+	p.rows.remember(from, checkpoint, keys)
 	return checkpoint, nil
 }
 

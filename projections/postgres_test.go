@@ -205,3 +205,39 @@ func TestPostgresKeyLookupPlanIsTheIndex(t *testing.T) {
 		t.Fatalf("generic plan of the key lookup on an empty table:\n%s\nwant an index scan of api_keys_pkey and no sequential scan", plan)
 	}
 }
+
+// TestPostgresWrittenRowsAreDroppedWhenAnotherWriterMovedOn: an instance reuses the rows it
+// wrote instead of reading them back, but only while the checkpoint is the one it committed.
+// Two instances applying one stream in turns must each read what the other wrote: the key
+// ends as the whole stream says, every rename applied.
+func TestPostgresWrittenRowsAreDroppedWhenAnotherWriterMovedOn(t *testing.T) {
+	t.Parallel()
+	url := testenv.Postgres(t)
+	a, b := openPostgres(t, url, PostgresConfig{}), openPostgres(t, url, PostgresConfig{})
+	ctx := context.Background()
+	h := newHistory(t)
+	p := h.createProject("turns")
+	key := h.createKey(p, "u", "v0")
+	apply := func(pg *Postgres) {
+		t.Helper()
+		if _, err := pg.Apply(ctx, h.events[h.applied:]); err != nil {
+			t.Fatal(err)
+		}
+		h.applied = len(h.events)
+	}
+	apply(a) // a knows the key's row as it wrote it
+	for i, pg := range []*Postgres{b, a, a, b, a} {
+		h.rename(p, key, fmt.Sprint("v", i+1))
+		apply(pg)
+	}
+	got, err := b.Key(ctx, p, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Description != "v5" || got.Version != 6 {
+		t.Fatalf("key after renames through two instances: %q version %d, want v5 version 6", got.Description, got.Version)
+	}
+	if cp, _ := a.Checkpoint(ctx); cp != uint64(len(h.events)) {
+		t.Fatalf("checkpoint %d, want %d", cp, len(h.events))
+	}
+}
