@@ -78,7 +78,7 @@ type Postgres struct {
 type writtenRows struct {
 	mu   sync.Mutex
 	at   uint64 // the checkpoint committed with these rows; 0: none are known
-	keys map[keyRef]keyState
+	keys map[keyRef]*keyState // never changed in place: a batch's fold makes new states
 }
 
 // maxWrittenRows bounds writtenRows; past it the cache starts again empty.
@@ -86,13 +86,13 @@ const maxWrittenRows = 100_000
 
 // lookup returns the cached rows among refs, the refs it does not have, and the checkpoint
 // the cached rows belong to.
-func (w *writtenRows) lookup(projects, ids []string) (map[keyRef]keyState, []string, []string, uint64) {
+func (w *writtenRows) lookup(projects, ids []string) (map[keyRef]*keyState, []string, []string, uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.at == 0 || len(w.keys) == 0 {
 		return nil, projects, ids, 0
 	}
-	hits := make(map[keyRef]keyState)
+	hits := make(map[keyRef]*keyState, len(ids))
 	var missP, missI []string
 	for i := range ids {
 		ref := keyRef{projects[i], ids[i]}
@@ -111,11 +111,11 @@ func (w *writtenRows) remember(from, at uint64, rows map[keyRef]*keyState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.at != from || w.keys == nil || len(w.keys)+len(rows) > maxWrittenRows {
-		w.keys = make(map[keyRef]keyState, len(rows))
+		w.keys = make(map[keyRef]*keyState, len(rows))
 	}
 	for ref, st := range rows {
 		if st != nil {
-			w.keys[ref] = *st
+			w.keys[ref] = st
 		}
 	}
 	w.at = at
@@ -460,7 +460,7 @@ func (p *Postgres) applyPipelined(ctx context.Context, events []eventstore.Recor
 	}
 	keys := make(map[keyRef]*keyState, len(found)+len(cached))
 	for ref, st := range cached {
-		keys[ref] = &st
+		keys[ref] = st
 	}
 	for _, row := range found {
 		st := row.state()
