@@ -77,7 +77,7 @@ type Postgres struct {
 // (another keysd, a rebuild's swap) may have changed them, and they are dropped.
 type writtenRows struct {
 	mu   sync.Mutex
-	at   uint64 // the checkpoint committed with these rows; 0: none are known
+	at   uint64               // the checkpoint committed with these rows; 0: none are known
 	keys map[keyRef]*keyState // never changed in place: a batch's fold makes new states
 }
 
