@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
+
+	"github.com/spf13/cobra"
+	flag "github.com/spf13/pflag"
 )
 
 // Exit statuses of CONTRACT section 1.
@@ -18,16 +20,24 @@ const (
 )
 
 // Defaults shared with keysd: its embedded NATS server listens on 127.0.0.1:4223 and it keeps
-// the server-side secret at <data-dir>/secret, data-dir ./data.
+// the server-side secret at <data-dir>/secret, data-dir ./data. The variables are keysd's.
 const (
 	defaultNATSURL  = "nats://127.0.0.1:4223"
 	defaultDataDir  = "./data"
 	secretFileName  = "secret"
 	envNATSURL      = "KEYS_NATS_URL"
+	envNATSCreds    = "KEYS_NATS_CREDS"
+	envNATSTLSCA    = "KEYS_NATS_TLS_CA"
+	envNATSTLSCert  = "KEYS_NATS_TLS_CERT"
+	envNATSTLSKey   = "KEYS_NATS_TLS_KEY"
 	envSecretFile   = "KEYS_SECRET_FILE"
 	envDataDir      = "KEYS_DATA_DIR"
 	envDatabaseURL  = "KEYS_DATABASE_URL"
 	flagNATSURL     = "nats-url"
+	flagNATSCreds   = "nats-creds"
+	flagNATSTLSCA   = "nats-tls-ca"
+	flagNATSTLSCert = "nats-tls-cert"
+	flagNATSTLSKey  = "nats-tls-key"
 	flagSecretFile  = "secret-file"
 	flagDatabaseURL = "database-url"
 )
@@ -44,13 +54,20 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{msg: fmt.Sprintf(format, a...)} }
 
-// errHelpShown: help was asked for and printed; the command exits 0.
-var errHelpShown = errors.New("help shown")
+// failure is an error of a command that ran (exit 1), as opposed to one of the command line.
+type failure struct{ err error }
 
-// settings are the connections a command may need. Each is resolved flag first, then
-// environment, then keysd's default.
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+// settings are the connections a command may need, set by the global flags. Each is
+// resolved flag first, then environment, then keysd's default.
 type settings struct {
 	natsURL     string
+	natsCreds   string
+	natsTLSCA   string
+	natsTLSCert string
+	natsTLSKey  string
 	secretFile  string
 	databaseURL string
 }
@@ -58,6 +75,10 @@ type settings struct {
 func defaultSettings(getenv func(string) string) settings {
 	s := settings{
 		natsURL:     getenv(envNATSURL),
+		natsCreds:   getenv(envNATSCreds),
+		natsTLSCA:   getenv(envNATSTLSCA),
+		natsTLSCert: getenv(envNATSTLSCert),
+		natsTLSKey:  getenv(envNATSTLSKey),
 		secretFile:  getenv(envSecretFile),
 		databaseURL: getenv(envDatabaseURL),
 	}
@@ -74,27 +95,15 @@ func defaultSettings(getenv func(string) string) settings {
 	return s
 }
 
-// uses says which global flags a command reads; only those are accepted after it.
-type uses uint8
-
-const (
-	usesNATS uses = 1 << iota
-	usesSecret
-	usesDatabase
-)
-
-// register adds the global flags a command uses to its flag set, defaulting to what was
-// resolved before the command name.
-func (u uses) register(fs *flag.FlagSet, s *settings) {
-	if u&usesNATS != 0 {
-		fs.StringVar(&s.natsURL, flagNATSURL, s.natsURL, "`URL` of the NATS server(s), comma-separated (env "+envNATSURL+")")
-	}
-	if u&usesSecret != 0 {
-		fs.StringVar(&s.secretFile, flagSecretFile, s.secretFile, "`PATH` of keysd's server-side secret (env "+envSecretFile+")")
-	}
-	if u&usesDatabase != 0 {
-		fs.StringVar(&s.databaseURL, flagDatabaseURL, s.databaseURL, "`URL` of the PostgreSQL read model (env "+envDatabaseURL+")")
-	}
+// register adds the global flags, defaulting to the environment's values.
+func (s *settings) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.natsURL, flagNATSURL, s.natsURL, "`URL` of the NATS server(s), comma-separated; a user and password or a token in it are used (env "+envNATSURL+")")
+	fs.StringVar(&s.natsCreds, flagNATSCreds, s.natsCreds, "`PATH` of a NATS credentials file (user JWT and nkey seed) (env "+envNATSCreds+")")
+	fs.StringVar(&s.natsTLSCA, flagNATSTLSCA, s.natsTLSCA, "`PATH` of the CA certificate(s) to trust for TLS to NATS (env "+envNATSTLSCA+")")
+	fs.StringVar(&s.natsTLSCert, flagNATSTLSCert, s.natsTLSCert, "`PATH` of a client certificate for mutual TLS to NATS, with --"+flagNATSTLSKey+" (env "+envNATSTLSCert+")")
+	fs.StringVar(&s.natsTLSKey, flagNATSTLSKey, s.natsTLSKey, "`PATH` of the client certificate's key (env "+envNATSTLSKey+")")
+	fs.StringVar(&s.secretFile, flagSecretFile, s.secretFile, "`PATH` of keysd's server-side secret (env "+envSecretFile+", else $"+envDataDir+"/secret)")
+	fs.StringVar(&s.databaseURL, flagDatabaseURL, s.databaseURL, "`URL` of the PostgreSQL read model, for replay and verify (env "+envDatabaseURL+")")
 }
 
 // invocation is one run of a command: its context, streams and resolved settings.
@@ -105,12 +114,12 @@ type invocation struct {
 	settings
 }
 
-// command is one entry of the CLI, as listed in CONTRACT section 1.
+// command is one entry of the CLI, as listed in CONTRACT section 1. Its logic lives in a file
+// of its own; configure declares its flags and returns what runs it.
 type command struct {
 	path      string   // "projects create"
 	synopses  []string // the flags, one line per form of the command
 	summary   string
-	uses      uses
 	configure func(fs *flag.FlagSet) func(*invocation) error
 }
 
@@ -120,21 +129,18 @@ var cliCommands = []*command{
 		path:      "projects create",
 		synopses:  []string{"--name NAME"},
 		summary:   `create a project and its secret server key; prints {"project_id": ..., "secret_server_key": ...}`,
-		uses:      usesNATS | usesSecret,
 		configure: projectsCreate,
 	},
 	{
 		path:      "projects admin-token",
 		synopses:  []string{"--project ID --subject WHO [--ttl DURATION]"},
 		summary:   "print an admin access token for the x-stack-admin-access-token header (needs only the secret file)",
-		uses:      usesSecret,
 		configure: projectsAdminToken,
 	},
 	{
 		path:      "events tail",
 		synopses:  []string{"[--project ID] [--since RFC3339 | --from-seq N] [--follow]"},
 		summary:   "print key events, oldest first, one JSON event per line",
-		uses:      usesNATS,
 		configure: eventsTail,
 	},
 	{
@@ -144,177 +150,255 @@ var cliCommands = []*command{
 			"--database-url URL --until RFC3339 | --until-seq N [--schema NAME]",
 		},
 		summary:   "rebuild the live PostgreSQL read model from the stream and swap it in atomically; with --until, build it as of then into schema NAME (default keyledger_asof), leaving the live one alone",
-		uses:      usesNATS | usesDatabase,
 		configure: replay,
 	},
 	{
 		path:      "verify",
 		synopses:  []string{"--database-url URL"},
 		summary:   "replay the stream in memory and compare it with the read model; exit 1 and the differing key ids when they differ",
-		uses:      usesNATS | usesDatabase,
 		configure: verify,
 	},
 	{
 		path:      "keys state",
 		synopses:  []string{"--project ID --key ID [--at RFC3339]"},
 		summary:   "print a key as it was at a time (now by default), from events only",
-		uses:      usesNATS,
 		configure: keysState,
 	},
 }
 
 // run executes keysctl with the arguments after the program name and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	err := dispatch(ctx, args, stdout, stderr, getenv)
+	root := newRoot(ctx, stdout, stderr, getenv)
+	root.SetArgs(doubleDashed(root, args))
+	cmd, err := root.ExecuteC()
 	var uerr *usageError
+	var ferr *failure
 	switch {
-	case err == nil, errors.Is(err, errHelpShown):
+	case err == nil:
 		return exitOK
-	case errors.As(err, &uerr):
-		hint := " (see keysctl help)"
-		switch {
-		case uerr.usageShown:
-			hint = ""
-		case uerr.command != "":
-			hint = " (see keysctl help " + uerr.command + ")"
-		}
-		fmt.Fprintf(stderr, "keysctl: %s%s\n", oneLine(err.Error()), hint)
-		return exitUsage
-	default:
+	case errors.As(err, &ferr) && !errors.As(err, &uerr):
 		fmt.Fprintf(stderr, "keysctl: %s\n", oneLine(err.Error()))
 		return exitFailure
 	}
-}
-
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	cmd, err := dispatchCommand(ctx, args, stdout, stderr, getenv)
-	var uerr *usageError
-	if cmd != nil && errors.As(err, &uerr) && uerr.command == "" {
-		uerr.command = cmd.path
+	// Everything else is the command line's fault: ours (usageError) or cobra's and pflag's
+	// (unknown command or flag, a flag without its value, a value that does not parse).
+	hint := " (see keysctl help)"
+	switch {
+	case errors.As(err, &uerr) && uerr.usageShown:
+		hint = ""
+	case errors.As(err, &uerr) && uerr.command != "":
+		hint = " (see keysctl help " + uerr.command + ")"
+	case cmd != nil && cmd != root && cmd.Name() != "help":
+		hint = " (see keysctl help " + strings.TrimPrefix(cmd.CommandPath(), root.Name()+" ") + ")"
 	}
-	return err
+	fmt.Fprintf(stderr, "keysctl: %s%s\n", oneLine(err.Error()), hint)
+	return exitUsage
 }
 
-// dispatchCommand runs the command args name, and returns it (nil when there is none).
-func dispatchCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) (*command, error) {
+// newRoot builds the command tree: the global flags are persistent, so they are accepted
+// before or after any command.
+func newRoot(ctx context.Context, stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
 	s := defaultSettings(getenv)
-	global := flag.NewFlagSet("keysctl", flag.ContinueOnError)
-	global.SetOutput(io.Discard)
-	(usesNATS | usesSecret | usesDatabase).register(global, &s)
-	if err := global.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stdout)
-			return nil, errHelpShown
+	root := &cobra.Command{
+		Use:                "keysctl",
+		Short:              "keyledger's operator CLI",
+		SilenceErrors:      true,
+		SilenceUsage:       true,
+		DisableSuggestions: true,
+		// Flags before the command name are parsed by the root, so a bad one is reported as
+		// such rather than taken for a command.
+		TraverseChildren: true,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q", args[0])
+			}
+			printUsage(stderr, c)
+			return &usageError{msg: "no command given", usageShown: true}
+		},
+	}
+	root.SetContext(ctx)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	s.register(root.PersistentFlags())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usagef("%v", err) })
+	root.SetHelpCommand(helpCommand())
+
+	entries := map[*cobra.Command]*command{}
+	defaultHelp := root.HelpFunc()
+	root.SetHelpFunc(func(c *cobra.Command, args []string) {
+		switch e := entries[c]; {
+		case c == root:
+			printUsage(c.OutOrStdout(), c)
+		case e != nil:
+			printCommandUsage(c.OutOrStdout(), e, c)
+		default:
+			defaultHelp(c, args)
 		}
-		return nil, usagef("%v", err)
-	}
-	args = global.Args()
-	if len(args) == 0 {
-		printUsage(stderr)
-		return nil, &usageError{msg: "no command given", usageShown: true}
-	}
-	if args[0] == "help" {
-		return nil, help(stdout, s, args[1:])
-	}
-	cmd, rest, err := lookup(args)
-	if err != nil {
-		return nil, err
-	}
-	fs := flag.NewFlagSet("keysctl "+cmd.path, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	cmd.uses.register(fs, &s)
-	execute := cmd.configure(fs)
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printCommandUsage(stdout, cmd, fs)
-			return cmd, errHelpShown
+	})
+
+	groups := map[string]*cobra.Command{}
+	for _, e := range cliCommands {
+		parent := root
+		group, name, grouped := strings.Cut(e.path, " ")
+		if !grouped {
+			name = group
+		} else if parent = groups[group]; parent == nil {
+			parent = groupCommand(group, subcommandsOf(group))
+			groups[group] = parent
+			root.AddCommand(parent)
 		}
-		return cmd, usagef("%s: %v", cmd.path, err)
+		c := leafCommand(e, name, &s)
+		entries[c] = e
+		parent.AddCommand(c)
 	}
-	if fs.NArg() > 0 {
-		return cmd, usagef("%s: unexpected argument %q", cmd.path, fs.Arg(0))
-	}
-	return cmd, execute(&invocation{ctx: ctx, stdout: stdout, stderr: stderr, settings: s})
+	return root
 }
 
-// lookup finds the command named by the first one or two arguments and returns the
-// arguments after its name.
-func lookup(args []string) (*command, []string, error) {
-	var group []string
-	for _, c := range cliCommands {
-		first, second, _ := strings.Cut(c.path, " ")
-		if first != args[0] {
+// doubleDashed spells -name as --name for every long flag of the tree, so that the Go flag
+// syntax keysctl accepted before it moved to cobra keeps working (-name x, -ttl=1h). A flag's
+// value is left as it is, even when it starts with a dash.
+func doubleDashed(root *cobra.Command, args []string) []string {
+	flags := map[string]*flag.Flag{}
+	var collect func(c *cobra.Command)
+	collect = func(c *cobra.Command) {
+		for _, fs := range []*flag.FlagSet{c.PersistentFlags(), c.Flags()} {
+			fs.VisitAll(func(f *flag.Flag) { flags[f.Name] = f })
+		}
+		for _, sub := range c.Commands() {
+			collect(sub)
+		}
+	}
+	collect(root)
+	out := make([]string, len(args))
+	valueNext := false
+	for i, a := range args {
+		out[i] = a
+		if a == "--" {
+			copy(out[i:], args[i:])
+			break
+		}
+		if valueNext {
+			valueNext = false
 			continue
 		}
-		if second == "" {
-			return c, args[1:], nil
+		name, doubled := strings.CutPrefix(a, "--")
+		if !doubled && len(a) > 2 && a[0] == '-' {
+			name = a[1:]
 		}
-		if len(args) > 1 && args[1] == second {
-			return c, args[2:], nil
+		name, _, inline := strings.Cut(name, "=")
+		f, ok := flags[name]
+		if !ok || len(name) < 2 || !strings.HasPrefix(a, "-") {
+			continue
 		}
-		group = append(group, second)
+		if !strings.HasPrefix(a, "--") {
+			out[i] = "-" + a
+		}
+		valueNext = !inline && f.NoOptDefVal == ""
 	}
-	switch {
-	case len(group) == 0:
-		return nil, nil, usagef("unknown command %q", args[0])
-	case len(args) == 1 || strings.HasPrefix(args[1], "-"):
-		return nil, nil, usagef("%s needs a subcommand: %s", args[0], strings.Join(group, ", "))
-	default:
-		return nil, nil, usagef("unknown command %q; %s has: %s", args[0]+" "+args[1], args[0], strings.Join(group, ", "))
+	return out
+}
+
+// leafCommand wires one entry of cliCommands into cobra.
+func leafCommand(e *command, name string, s *settings) *cobra.Command {
+	c := &cobra.Command{
+		Use:   name + " " + e.synopses[0],
+		Short: e.summary,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return &usageError{msg: fmt.Sprintf("%s: unexpected argument %q", e.path, args[0]), command: e.path}
+			}
+			return nil
+		},
+	}
+	execute := e.configure(c.Flags())
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		err := execute(&invocation{ctx: c.Context(), stdout: c.OutOrStdout(), stderr: c.ErrOrStderr(), settings: *s})
+		var uerr *usageError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &uerr):
+			if uerr.command == "" {
+				uerr.command = e.path
+			}
+			return err
+		}
+		return &failure{err: err}
+	}
+	return c
+}
+
+// groupCommand is the first word of two-word commands (projects, events, keys): it runs
+// nothing itself.
+func groupCommand(name string, subcommands []string) *cobra.Command {
+	return &cobra.Command{
+		Use:   name,
+		Short: name + " commands",
+		// Flags meant for a subcommand that was not named must not hide that it was not.
+		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("%s needs a subcommand: %s", name, strings.Join(subcommands, ", "))
+			}
+			return usagef("unknown command %q; %s has: %s", name+" "+args[0], name, strings.Join(subcommands, ", "))
+		},
 	}
 }
 
-// help prints the usage, or one command's usage and flags.
-func help(w io.Writer, s settings, args []string) error {
-	if len(args) == 0 {
-		printUsage(w)
-		return errHelpShown
+// subcommandsOf lists the subcommands of a group in the order of cliCommands.
+func subcommandsOf(group string) []string {
+	var names []string
+	for _, e := range cliCommands {
+		if g, name, ok := strings.Cut(e.path, " "); ok && g == group {
+			names = append(names, name)
+		}
 	}
-	cmd, rest, err := lookup(args)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usagef("help: unexpected argument %q", rest[0])
-	}
-	fs := flag.NewFlagSet("keysctl "+cmd.path, flag.ContinueOnError)
-	cmd.uses.register(fs, &s)
-	if cmd.configure != nil {
-		cmd.configure(fs)
-	}
-	printCommandUsage(w, cmd, fs)
-	return errHelpShown
+	return names
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprint(w, "keysctl is keyledger's operator CLI.\n\nUsage:\n  keysctl [global flags] <command> [flags]\n\nCommands:\n")
+// helpCommand is `keysctl help [command]`: an unknown command is bad usage, not a help topic.
+func helpCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "print this help, or a command's flags",
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := c.Root().Find(args)
+			switch {
+			case err != nil:
+				return usagef("%v", err)
+			case len(rest) > 0 && target.HasSubCommands():
+				return usagef("unknown command %q", strings.Join(args, " "))
+			case len(rest) > 0:
+				return usagef("help: unexpected argument %q", rest[0])
+			}
+			return target.Help()
+		},
+	}
+}
+
+func printUsage(w io.Writer, root *cobra.Command) {
+	fmt.Fprint(w, "keysctl is keyledger's operator CLI.\n\nUsage:\n  keysctl <command> [flags]   (global flags go before or after the command)\n\nCommands:\n")
 	for _, c := range cliCommands {
 		for _, syn := range c.synopses {
 			fmt.Fprintf(w, "  keysctl %s %s\n", c.path, syn)
 		}
 		fmt.Fprintf(w, "        %s\n", c.summary)
 	}
-	fmt.Fprint(w, "  keysctl help [command]\n        print this help, or a command's flags\n\n")
-	fmt.Fprint(w, "Global flags (before the command, or after it where the command uses them):\n")
-	fmt.Fprintf(w, "  --%s URL\n        NATS server(s), comma-separated (env %s; default %s)\n", flagNATSURL, envNATSURL, defaultNATSURL)
-	fmt.Fprintf(w, "  --%s PATH\n        keysd's server-side secret (env %s; default $%s/secret, else %s/secret)\n", flagSecretFile, envSecretFile, envDataDir, defaultDataDir)
-	fmt.Fprintf(w, "  --%s URL\n        PostgreSQL read model, for replay and verify (env %s)\n\n", flagDatabaseURL, envDatabaseURL)
-	fmt.Fprint(w, "Exit status: 0 on success, 1 on a failure or a failed check, 2 on bad usage.\n")
+	fmt.Fprint(w, "  keysctl help [command]\n        print this help, or a command's flags\n")
+	fmt.Fprint(w, "  keysctl completion bash|zsh|fish|powershell\n        print a shell completion script\n\n")
+	fmt.Fprint(w, "Global flags (before or after any command; each reads the variable shown, the flag wins):\n")
+	fmt.Fprint(w, root.PersistentFlags().FlagUsages())
+	fmt.Fprint(w, "\nExit status: 0 on success, 1 on a failure or a failed check, 2 on bad usage.\n")
 }
 
-func printCommandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
+func printCommandUsage(w io.Writer, e *command, c *cobra.Command) {
 	fmt.Fprint(w, "Usage:\n")
-	for _, syn := range c.synopses {
-		fmt.Fprintf(w, "  keysctl %s %s\n", c.path, syn)
+	for _, syn := range e.synopses {
+		fmt.Fprintf(w, "  keysctl %s %s\n", e.path, syn)
 	}
-	fmt.Fprintf(w, "\n%s.\n", strings.ToUpper(c.summary[:1])+c.summary[1:])
-	if c.configure == nil {
-		fmt.Fprint(w, "Not implemented yet.\n")
-		return
-	}
-	fmt.Fprint(w, "\nFlags:\n")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	fmt.Fprintf(w, "\n%s.\n", strings.ToUpper(e.summary[:1])+e.summary[1:])
+	fmt.Fprintf(w, "\nFlags:\n%s", c.LocalNonPersistentFlags().FlagUsages())
+	fmt.Fprintf(w, "\nGlobal flags:\n%s", c.InheritedFlags().FlagUsages())
 }
 
 // oneLine keeps an error message on one line, as the contract asks of keysctl's errors.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/google/uuid"
+	flag "github.com/spf13/pflag"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
@@ -51,17 +51,17 @@ func eventsTail(fs *flag.FlagSet) func(*invocation) error {
 				return usagef("events tail: --project %q is not a project id (a lowercase UUID)", *project)
 			}
 		}
-		if err := checkNATSURLs(inv.natsURL); err != nil {
+		if err := checkNATSURLs(inv.settings); err != nil {
 			return err
 		}
-		nc, err := connectNATS(inv.natsURL)
+		nc, err := connectNATS(inv.settings)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
 		store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{})
 		if err != nil {
-			return fmt.Errorf("open event store on NATS at %s: %w", redactURLs(inv.natsURL), err)
+			return fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
 		}
 		t := &tail{inv: inv, store: store, out: bufio.NewWriter(inv.stdout)}
 		return t.run(store.KeySubjectFilter(*project), max(*fromSeq, 1), start, *follow)

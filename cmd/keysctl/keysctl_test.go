@@ -191,6 +191,44 @@ func TestGlobalFlagsAndEnvironment(t *testing.T) {
 	t.Run("flag after the command wins over flag before it", func(t *testing.T) {
 		createdProjectOf(t, keysctl(t, nil, "--nats-url", unreachableNATS(t), "projects", "create", "--name", "e", "--nats-url", ns.URL, "--secret-file", secretPath))
 	})
+	t.Run("Go flag syntax: one dash, name=value", func(t *testing.T) {
+		createdProjectOf(t, keysctl(t, nil, "projects", "create", "-name", "f", "-nats-url="+ns.URL, "-secret-file", secretPath))
+	})
+	// Every global flag is accepted after every command, whether the command uses it or not.
+	everyGlobal := []string{"--nats-url", ns.URL, "--nats-creds", "", "--nats-tls-ca", "", "--nats-tls-cert", "", "--nats-tls-key", "",
+		"--secret-file", secretPath, "--database-url", "postgres://nowhere.invalid/x"}
+	t.Run("global flags after a command that does not use them", func(t *testing.T) {
+		project := uuid.NewString()
+		o := keysctl(t, nil, append([]string{"projects", "admin-token", "--project", project, "--subject", "S"}, everyGlobal...)...)
+		if o.code != exitOK || o.stderr != "" || !strings.HasPrefix(o.stdout, "kla_") {
+			t.Fatalf("admin-token with every global flag after it: exit %d, stdout %q, stderr %q", o.code, o.stdout, o.stderr)
+		}
+		createdProjectOf(t, keysctl(t, nil, append([]string{"projects", "create", "--name", "g"}, everyGlobal...)...))
+		if o := keysctl(t, nil, append([]string{"events", "tail"}, everyGlobal...)...); o.code != exitOK {
+			t.Errorf("events tail with every global flag after it: exit %d, stderr %q", o.code, o.stderr)
+		}
+	})
+	t.Run("the TLS and credentials variables are read", func(t *testing.T) {
+		env := map[string]string{envNATSURL: ns.URL, envSecretFile: secretPath, envNATSTLSCert: "client.pem"}
+		keysctl(t, env, "projects", "create", "--name", "h").wantOneErrorLine(t, exitUsage, "--nats-tls-key")
+		env = map[string]string{envNATSURL: ns.URL, envSecretFile: secretPath, envNATSCreds: filepath.Join(t.TempDir(), "missing.creds")}
+		keysctl(t, env, "projects", "create", "--name", "h").wantOneErrorLine(t, exitFailure, "missing.creds")
+	})
+}
+
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	for shell, mark := range map[string]string{"bash": "__start_keysctl", "zsh": "#compdef keysctl", "fish": "complete -c keysctl", "powershell": "Register-ArgumentCompleter"} {
+		o := keysctl(t, nil, "completion", shell)
+		if o.code != exitOK || o.stderr != "" || !strings.Contains(o.stdout, mark) {
+			t.Errorf("completion %s: exit %d, stderr %q, script without %q", shell, o.code, o.stderr, mark)
+		}
+	}
+	// What the shell asks for when the user presses tab after "keysctl projects ".
+	o := keysctl(t, nil, "__complete", "projects", "")
+	if o.code != exitOK || !strings.Contains(o.stdout, "create") || !strings.Contains(o.stdout, "admin-token") {
+		t.Errorf("completing \"keysctl projects \": exit %d, stdout %q", o.code, o.stdout)
+	}
 }
 
 func TestProjectsCreateWithoutSecretFile(t *testing.T) {
@@ -316,17 +354,17 @@ func TestUsageErrors(t *testing.T) {
 		{create("--name", ""), "--name is required"},
 		{create("--name", "x", "--bogus"), "-bogus"},
 		{create("--name", "x", "extra"), `unexpected argument "extra"`},
-		{create("--name", "x", "--database-url", "postgres://x"), "-database-url"},
 		{create("--name", "x", "--nats-url", "http://127.0.0.1:4223"), "scheme must be nats"},
 		{create("--name", "x", "--nats-url", "nats://"), "is not a NATS URL"},
 		{adminToken("--subject", "ops"), "--project is required"},
 		{adminToken("--project", project), "--subject is required"},
 		{adminToken("--project", "not-a-uuid", "--subject", "ops"), "is not a project id"},
-		{adminToken("--project", project, "--subject", "ops", "--ttl", "abc"), "invalid value"},
+		{adminToken("--project", project, "--subject", "ops", "--ttl", "abc"), `invalid argument "abc" for "--ttl"`},
 		{adminToken("--project", project, "--subject", "ops", "--ttl", "0s"), "--ttl must be positive"},
 		{adminToken("--project", project, "--subject", "ops", "--ttl", "-1h"), "--ttl must be positive"},
 		{adminToken("--project", project, "--subject", "ops\n"), "--subject"},
-		{adminToken("--project", project, "--subject", "ops", "--nats-url", nowhere), "-nats-url"},
+		{create("--name", "x", "--nats-tls-cert", "c.pem"), "--nats-tls-key"},
+		{create("--name", "x", "--nats-url", "nats://ops:hunter2@127.0.0.1:4223,http://ops:hunter2@h:1"), `"http://ops:xxxxx@h:1": scheme must be nats`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			keysctl(t, nil, tc.args...).wantOneErrorLine(t, exitUsage, tc.mention)

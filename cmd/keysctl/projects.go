@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os/user"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	flag "github.com/spf13/pflag"
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
@@ -32,21 +32,21 @@ func projectsCreate(fs *flag.FlagSet) func(*invocation) error {
 		if *name == "" {
 			return usagef("projects create: --name is required")
 		}
-		if err := checkNATSURLs(inv.natsURL); err != nil {
+		if err := checkNATSURLs(inv.settings); err != nil {
 			return err
 		}
 		hasher, err := loadHasher(inv.secretFile)
 		if err != nil {
 			return err
 		}
-		nc, err := connectNATS(inv.natsURL)
+		nc, err := connectNATS(inv.settings)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
 		store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{})
 		if err != nil {
-			return fmt.Errorf("open event store on NATS at %s: %w", redactURLs(inv.natsURL), err)
+			return fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
 		}
 		handler, err := commands.New(store, nil, hasher, commands.Config{})
 		if err != nil {

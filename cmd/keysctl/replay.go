@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	flag "github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/keyledger/keyledger/api"
@@ -111,17 +111,17 @@ func replay(fs *flag.FlagSet) func(*invocation) error {
 
 // openStore connects to NATS and opens the event store, for the commands that read it.
 func openStore(inv *invocation) (*eventstore.Store, func(), error) {
-	if err := checkNATSURLs(inv.natsURL); err != nil {
+	if err := checkNATSURLs(inv.settings); err != nil {
 		return nil, nil, err
 	}
-	nc, err := connectNATS(inv.natsURL)
+	nc, err := connectNATS(inv.settings)
 	if err != nil {
 		return nil, nil, err
 	}
 	store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{Timeout: 30 * time.Second})
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("open event store on NATS at %s: %w", redactURLs(inv.natsURL), err)
+		return nil, nil, fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
 	}
 	return store, nc.Close, nil
 }
