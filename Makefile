@@ -6,7 +6,7 @@ GO   ?= go
 PKGS ?= ./...
 ARGS ?=
 
-.PHONY: run build test test-short crash-test fuzz lint
+.PHONY: run build test test-short crash-test fuzz lint cluster cluster-down cluster-status cluster-clean
 .DEFAULT_GOAL := build
 
 ## run: start keysd with its defaults (embedded NATS, in-process read model); ARGS="..." adds flags
@@ -50,3 +50,21 @@ lint:
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+## cluster: on loopback, without Docker: a 3-node NATS cluster (JetStream, routes), PostgreSQL
+## and two keysd with --stream-replicas 3 and one secret file; prints the URLs. State in
+## ./.cluster (CLUSTER_DIR=...; CLUSTER_PORT_BASE=N for fixed ports); see scripts/cluster.sh
+cluster:
+	scripts/cluster.sh up
+
+## cluster-down: stop what `make cluster` started (data kept: `make cluster` again resumes)
+cluster-down:
+	scripts/cluster.sh down
+
+## cluster-status: which of the cluster's processes run
+cluster-status:
+	scripts/cluster.sh status
+
+## cluster-clean: stop the cluster, delete ./.cluster and drop its database
+cluster-clean:
+	scripts/cluster.sh clean
