@@ -35,6 +35,7 @@ const (
 	CodeAdminAccessTokenIsNotAdmin = "ADMIN_ACCESS_TOKEN_IS_NOT_ADMIN"
 	CodeInsufficientAccessType     = "INSUFFICIENT_ACCESS_TYPE"
 	CodeServiceUnavailable         = "SERVICE_UNAVAILABLE"
+	CodePreconditionFailed         = "PRECONDITION_FAILED"
 	CodeRateLimited                = "RATE_LIMITED"
 	CodeRouteNotFound              = "ROUTE_NOT_FOUND"
 	CodeMethodNotAllowed           = "METHOD_NOT_ALLOWED"
@@ -102,6 +103,8 @@ var errorTable = []errorMapping{
 	{is(domain.ErrInvalidSecretKey), http.StatusNotFound, CodeAPIKeyNotFound, "API key not found.", 0},
 	{is(domain.ErrKeyAlreadyRevoked), http.StatusConflict, CodeAPIKeyAlreadyRevoked,
 		"API key has been revoked, and revocation cannot be undone.", 0},
+	{is(domain.ErrPreconditionFailed), http.StatusPreconditionFailed, CodePreconditionFailed,
+		"If-Match does not list the API key's current ETag; nothing was changed.", 0},
 	{is(domain.ErrKeyRevoked), http.StatusUnauthorized, CodeAPIKeyRevoked, "API key has been revoked.", 0},
 	{is(domain.ErrKeyExpired), http.StatusUnauthorized, CodeAPIKeyExpired, "API key has expired.", 0},
 	{isValidation, http.StatusBadRequest, CodeSchemaError, "", 0},

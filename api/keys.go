@@ -30,6 +30,7 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller comman
 	}
 	obj := newKeyObject(created.Key)
 	obj.Value = created.Secret
+	setETag(w, created.Key.Version)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -72,6 +73,10 @@ func (s *server) getKey(w http.ResponseWriter, r *http.Request, caller commands.
 		writeError(w, r, err)
 		return
 	}
+	if notModified(w, r, key.Version) {
+		return
+	}
+	setETag(w, key.Version)
 	writeJSON(w, http.StatusOK, newKeyObject(key))
 }
 
@@ -83,6 +88,7 @@ func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller comman
 		writeError(w, r, err)
 		return
 	}
+	u.Precondition = ifMatch(r)
 	res, err := s.d.Commands.UpdateKey(r.Context(), caller, id, u)
 	if err != nil {
 		writeError(w, r, err)
@@ -92,6 +98,7 @@ func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller comman
 		writeError(w, r, err)
 		return
 	}
+	setETag(w, res.Key.Version)
 	writeJSON(w, http.StatusOK, newKeyObject(res.Key))
 }
 
@@ -125,6 +132,7 @@ func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller command
 		writeError(w, r, err)
 		return
 	}
+	setETag(w, key.Version)
 	writeJSON(w, http.StatusOK, newKeyObject(key))
 }
 

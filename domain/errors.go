@@ -20,6 +20,9 @@ var (
 	ErrProjectExists = errors.New("project already exists")
 	// ErrInvalidSecretKey: a string that is not a well-formed secret key (bad shape or checksum).
 	ErrInvalidSecretKey = errors.New("malformed secret key")
+	// ErrPreconditionFailed: a conditional change (HTTP If-Match) whose expected version is not
+	// the key's current one; nothing of it is applied.
+	ErrPreconditionFailed = errors.New("api key version does not match the precondition")
 	// ErrInvalidEvent: an event that breaks the aggregate's invariants (wrong version, wrong key).
 	ErrInvalidEvent = errors.New("invalid event for this aggregate")
 )

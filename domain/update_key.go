@@ -4,6 +4,12 @@ package domain
 type UpdateKey struct {
 	Description *string
 	Revoked     *bool
+	// Precondition, when set, must hold for the key's current version (HTTP If-Match) or
+	// the update is ErrPreconditionFailed and nothing of it is applied. It is checked on the
+	// state the append's concurrency expectation is taken from, so a writer that slipped in
+	// between is caught: the append fails, the key is reloaded and the precondition checked
+	// again on the newer version.
+	Precondition func(version int) bool
 }
 
 // DecideUpdate returns the events a PATCH emits on this key, oldest first: possibly a
@@ -14,6 +20,9 @@ type UpdateKey struct {
 // on an active key is a no-op and on a revoked key is ErrKeyAlreadyRevoked, with nothing
 // of the request applied. Expiry does not matter: expired keys can be renamed and revoked.
 func (k *Key) DecideUpdate(c UpdateKey, m Meta) ([]Event, error) {
+	if c.Precondition != nil && !c.Precondition(k.s.Version) {
+		return nil, ErrPreconditionFailed
+	}
 	if c.Revoked != nil && !*c.Revoked && k.Revoked() {
 		return nil, ErrKeyAlreadyRevoked
 	}
