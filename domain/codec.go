@@ -25,6 +25,25 @@ type envelope struct {
 
 // MarshalEvent encodes an event as the JSON document stored on the stream.
 func MarshalEvent(e Event) ([]byte, error) {
+	return AppendEvent(nil, e)
+}
+
+// AppendEvent appends MarshalEvent's document to buf, so that a writer of many events can
+// reuse one buffer.
+func AppendEvent(buf []byte, e Event) ([]byte, error) {
+	if out, ok := appendFast(buf, e); ok {
+		return out, nil
+	}
+	b, err := marshalGeneral(e)
+	if err != nil {
+		return buf, err
+	}
+	return append(buf, b...), nil
+}
+
+// marshalGeneral is MarshalEvent through encoding/json: the definition of the document,
+// which appendFast reproduces for the common case.
+func marshalGeneral(e Event) ([]byte, error) {
 	data, err := json.Marshal(e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s data: %w", e.Type, err)
@@ -40,7 +59,18 @@ func MarshalEvent(e Event) ([]byte, error) {
 // one. A document that is not a well-formed event of a known type is an error wrapping
 // ErrInvalidEvent: the caller sets it aside instead of applying it.
 func UnmarshalEvent(b []byte) (Event, error) {
-	if e, ok := unmarshalCurrent(b); ok {
+	if e, ok := decodeFast(b, false); ok {
+		return e, nil
+	}
+	return unmarshalAnyVersion(b)
+}
+
+// UnmarshalEventShared is UnmarshalEvent whose strings share b's memory instead of copying
+// it: no allocation for the strings of an event in the current form, for readers that decode
+// millions of messages. b must not change afterwards, and a string kept for long keeps all
+// of b alive: a caller that keeps one should copy it (strings.Clone).
+func UnmarshalEventShared(b []byte) (Event, error) {
+	if e, ok := decodeFast(b, true); ok {
 		return e, nil
 	}
 	return unmarshalAnyVersion(b)
