@@ -140,3 +140,6 @@ func (s *Store) KeySubjectFilter(projectID string) string {
 func validToken(s string) bool {
 	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
+
+// IsUnavailable reports whether err means the server could not be reached or did not answer.
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) || isUncertain(err) }

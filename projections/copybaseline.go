@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyledger/keyledger/domain"
 )
 
 // MeasureCopy times a plain COPY of n synthetic rows into an api_keys table as the
@@ -30,7 +32,7 @@ func MeasureCopy(ctx context.Context, databaseURL string, n int) (time.Duration,
 		cancel()
 	}()
 	created := time.UnixMilli(time.Now().UnixMilli()).UTC()
-	row := make([]any, 13)
+	row := make([]any, len(keyColumns))
 	i := 0
 	start := time.Now()
 	_, err = pool.CopyFrom(ctx, pgx.Identifier{name, "api_keys"}, keyColumnNames, pgx.CopyFromFunc(func() ([]any, error) {
@@ -38,12 +40,14 @@ func MeasureCopy(ctx context.Context, databaseURL string, n int) (time.Duration,
 			return nil, nil
 		}
 		i++
-		row[0], row[1] = fmt.Sprintf("00000000-0000-4000-8000-%012d", i%10), fmt.Sprintf("%08x-0000-4000-8000-000000000000", i)
-		row[2], row[3] = fmt.Sprintf("user-%d", i%1000), fmt.Sprintf("seeded key %d, rename %d", i, i%7)
-		row[4], row[5], row[6] = (*time.Time)(nil), (*time.Time)(nil), created
-		row[7], row[8], row[9] = false, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "abcd"
-		row[10], row[11], row[12] = int32(4), int64(i), int64(i)
-		return row, nil
+		return rowValues(keyState{
+			KeySnapshot: domain.KeySnapshot{
+				ProjectID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i%10), ID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", i),
+				UserID: fmt.Sprintf("user-%d", i%1000), Description: fmt.Sprintf("seeded key %d, rename %d", i, i%7),
+				CreatedAt: created, SecretHash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", LastFour: "abcd", Version: 4,
+			},
+			LastSeq: uint64(i), CreatedSeq: uint64(i),
+		}, row), nil
 	}))
 	if err != nil {
 		return 0, fmt.Errorf("copy: %w", err)

@@ -223,10 +223,21 @@ func (b *rebuild) run(ctx context.Context) (RebuildResult, error) {
 
 // readInto reads messages from..until and hands them to apply in batches.
 func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(context.Context, []eventstore.RecordedEvent) (uint64, error)) error {
+	return foldStream(ctx, b.store, from, until, b.cfg.BatchSize, apply, func(n int) {
+		b.read += uint64(n)
+		b.progress(PhaseRead)
+	})
+}
+
+// foldStream reads the stream's messages from..until and hands them to apply in batches of
+// batchSize, calling applied with each batch's size after apply took it. It fails when the
+// stream ends before until. Rebuild and Verify fold the stream with it.
+func foldStream(ctx context.Context, store *eventstore.Store, from, until uint64, batchSize int,
+	apply func(context.Context, []eventstore.RecordedEvent) (uint64, error), applied func(n int)) error {
 	if from > until {
 		return nil
 	}
-	batch := make([]eventstore.RecordedEvent, 0, b.cfg.BatchSize)
+	batch := make([]eventstore.RecordedEvent, 0, batchSize)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -234,12 +245,11 @@ func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(c
 		if _, err := apply(ctx, batch); err != nil {
 			return err
 		}
-		b.read += uint64(len(batch))
+		applied(len(batch))
 		batch = batch[:0]
-		b.progress(PhaseRead)
 		return nil
 	}
-	read, err := b.store.ReadRange(ctx, from, until, func(r eventstore.RecordedEvent) error {
+	read, err := store.ReadRange(ctx, from, until, func(r eventstore.RecordedEvent) error {
 		r.Raw = nil // folded into the state; no need to keep the bytes
 		batch = append(batch, r)
 		if len(batch) == cap(batch) {
@@ -294,17 +304,13 @@ func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, mem 
 				return nil
 			})
 		}()
-		row := make([]any, 13)
+		row := make([]any, len(keyColumns))
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{name, "api_keys"}, keyColumnNames, pgx.CopyFromFunc(func() ([]any, error) {
 			s, ok := <-states
 			if !ok {
 				return nil, nil
 			}
-			row[0], row[1], row[2], row[3] = s.ProjectID, s.ID, s.UserID, s.Description
-			row[4], row[5], row[6] = s.ExpiresAt, s.RevokedAt, s.CreatedAt
-			row[7], row[8], row[9] = s.IsPublic, s.SecretHash, s.LastFour
-			row[10], row[11], row[12] = int32(s.Version), int64(s.LastSeq), int64(s.CreatedSeq)
-			return row, nil
+			return rowValues(s, row), nil
 		}))
 		if err != nil {
 			for range states { // let the producer finish
@@ -327,15 +333,6 @@ func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, mem 
 		return nil
 	})
 }
-
-var (
-	keyColumnNames = []string{"project_id", "id", "user_id", "description", "expires_at", "manually_revoked_at",
-		"created_at", "is_public", "secret_hash", "last_four", "version", "last_seq", "created_seq"}
-	projectColumnNames = []string{"id", "name", "server_key_id", "server_key_hash", "created_at", "seq"}
-)
-
-// createUserIndex is migration 001's index, recreated after the bulk load.
-const createUserIndex = `CREATE INDEX api_keys_by_user ON {schema}.api_keys (project_id, user_id, created_at DESC, created_seq DESC)`
 
 // replace puts a read model as of a past point in place of the schema of that name.
 func (b *rebuild) replace(ctx context.Context) error {
@@ -401,13 +398,13 @@ func (b *rebuild) swapLive(ctx context.Context, res *RebuildResult) error {
 			return fmt.Errorf("the live read model is at sequence %d, beyond the stream's last %d: is it the read model of another stream?", livePos, last)
 		}
 		// The last events, under the lock, into the fresh schema.
-		cp, err := b.fresh.applyTx(ctx, tx, nil)
+		cp, err := b.fresh.applyInTx(ctx, tx, nil)
 		if err != nil {
 			return err
 		}
 		b.total = last
 		if err := b.readInto(ctx, cp+1, last, func(ctx context.Context, batch []eventstore.RecordedEvent) (uint64, error) {
-			return b.fresh.applyTx(ctx, tx, batch)
+			return b.fresh.applyInTx(ctx, tx, batch)
 		}); err != nil {
 			return err
 		}

@@ -40,34 +40,14 @@ func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store) (VerifyR
 		}
 		res.Checkpoint = uint64(pos)
 		mem := NewMemory()
-		batch := make([]eventstore.RecordedEvent, 0, 8192)
-		if res.Checkpoint > 0 {
-			read, err := store.ReadRange(ctx, 1, res.Checkpoint, func(r eventstore.RecordedEvent) error {
-				r.Raw = nil
-				batch = append(batch, r)
-				if len(batch) == cap(batch) {
-					_, err := mem.Apply(ctx, batch)
-					batch = batch[:0]
-					return err
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("read the stream: %w", err)
-			}
-			if _, err := mem.Apply(ctx, batch); err != nil {
-				return err
-			}
-			if read < res.Checkpoint {
-				return fmt.Errorf("the read model is at sequence %d but the stream ends at %d", res.Checkpoint, read)
-			}
-			res.Events = read
+		if err := foldStream(ctx, store, 1, res.Checkpoint, 8192, mem.Apply, func(n int) { res.Events += uint64(n) }); err != nil {
+			return err
 		}
 		// Every row against the replay, then every replayed key the rows lacked.
 		seen := make(map[keyRef]struct{})
-		rows, _ := tx.Query(ctx, p.sql.q(`SELECT `+keyColumns+` FROM {schema}.api_keys`))
+		rows, _ := tx.Query(ctx, p.sql.selectAllKeys)
 		var row keyRow
-		_, err := pgx.ForEachRow(rows, rowTargets(&row), func() error {
+		_, err := pgx.ForEachRow(rows, row.targets(), func() error {
 			res.Keys++
 			got := row.state().view()
 			seen[keyRef{got.ProjectID, got.ID}] = struct{}{}
@@ -95,12 +75,6 @@ func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store) (VerifyR
 		return strings.Compare(a.ProjectID+"/"+a.KeyID, b.ProjectID+"/"+b.KeyID)
 	})
 	return res, err
-}
-
-// rowTargets are the scan targets of keyColumns, in order.
-func rowTargets(r *keyRow) []any {
-	return []any{&r.ProjectID, &r.ID, &r.UserID, &r.Description, &r.ExpiresAt, &r.ManuallyRevokedAt, &r.CreatedAt,
-		&r.IsPublic, &r.SecretHash, &r.LastFour, &r.Version, &r.LastSeq, &r.CreatedSeq}
 }
 
 // compareKeys lists the fields on which the read model (got) differs from the replay

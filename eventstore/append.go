@@ -1,0 +1,164 @@
+package eventstore
+
+// This file appends events: one key's events under its per-key expectation, a project's
+// creation, and the classification of what an append's failure means.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// AppendKeyEvents appends the events of one command on one key, all or none, if the key's
+// last event is still at stream sequence expected (0: the key has no events yet). It returns
+// the stream sequence of the last event appended.
+//
+// ErrConflict means another writer got there first. Any other error leaves the outcome
+// unknown; AppendKeyEvents resolves the common case itself (a lost acknowledgement of an
+// append that landed) by looking for its own last event id on the key.
+func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []domain.Event) (uint64, error) {
+	if len(events) == 0 {
+		return 0, errors.New("append: no events")
+	}
+	first := events[0]
+	if !validToken(first.ProjectID) || !validToken(first.KeyID) {
+		return 0, fmt.Errorf("append: invalid key address %q/%q", first.ProjectID, first.KeyID)
+	}
+	msgs := make([]*nats.Msg, len(events))
+	for i, e := range events {
+		if e.ProjectID != first.ProjectID || e.KeyID != first.KeyID {
+			return 0, errors.New("append: events of one command must share one key")
+		}
+		m, err := s.msg(s.subj.keyEvent(e), e)
+		if err != nil {
+			return 0, err
+		}
+		msgs[i] = m
+	}
+	keyFilter := s.subj.key(first.ProjectID, first.KeyID)
+	var seq uint64
+	var err error
+	if s.gc != nil {
+		seq, err = s.gc.append(ctx, msgs, expected, keyFilter)
+	} else {
+		seq, err = s.publish(ctx, msgs, expected, keyFilter)
+	}
+	if err == nil {
+		return seq, nil
+	}
+	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
+	if !conflict && !isUncertain(err) {
+		return 0, fmt.Errorf("append to key %s: %w", first.KeyID, err)
+	}
+	// Either a conflict or an unknown outcome: did our own last event land?
+	lastID := events[len(events)-1].ID
+	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
+		return seq, nil
+	} else if lerr != nil && !conflict {
+		return 0, fmt.Errorf("append to key %s: %w: %w", first.KeyID, ErrUnavailable, err)
+	}
+	if conflict {
+		return 0, ErrConflict
+	}
+	return 0, fmt.Errorf("append to key %s: %w: %w", first.KeyID, ErrUnavailable, err)
+}
+
+// publish sends one message, or several as one atomic batch, with the per-subject
+// expectation on the first.
+func (s *Store) publish(ctx context.Context, msgs []*nats.Msg, expected uint64, filter string) (uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
+		defer cancel()
+	}
+	if len(msgs) == 1 {
+		ack, err := s.js.PublishMsg(ctx, msgs[0],
+			jetstream.WithExpectStream(s.cfg.Stream),
+			jetstream.WithExpectLastSequenceForSubject(expected, filter))
+		if err != nil {
+			return 0, err
+		}
+		return ack.Sequence, nil
+	}
+	msgs[0].Header.Set(jetstream.ExpectedStreamHeader, s.cfg.Stream)
+	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
+	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, filter)
+	// No flow-control ack on the first message: a command's batch is two or three small
+	// messages, and waiting for that ack cost a round trip per PATCH that renames and revokes.
+	ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs,
+		jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: s.cfg.Timeout})
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// lastMsgID reports whether the last message on filter carries the message id.
+func (s *Store) lastMsgID(ctx context.Context, filter, id string) (uint64, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	m, err := s.getLast(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return m.Sequence, m.Header.Get(jetstream.MsgIDHeader) == id, nil
+}
+
+// AppendProjectEvent appends a project's creation. It fails with domain.ErrProjectExists if
+// the project already has events.
+func (s *Store) AppendProjectEvent(ctx context.Context, e domain.Event) (uint64, error) {
+	if !validToken(e.ProjectID) {
+		return 0, fmt.Errorf("append: invalid project id %q", e.ProjectID)
+	}
+	m, err := s.msg(s.subj.projectEvent(e), e)
+	if err != nil {
+		return 0, err
+	}
+	filter := s.subj.project(e.ProjectID)
+	seq, err := s.publish(ctx, []*nats.Msg{m}, 0, filter)
+	if err == nil {
+		return seq, nil
+	}
+	if seq, found, lerr := s.lastMsgID(ctx, filter, e.ID); lerr == nil && found {
+		return seq, nil
+	}
+	if isWrongLastSequence(err) {
+		return 0, domain.ErrProjectExists
+	}
+	return 0, fmt.Errorf("append project %s: %w: %w", e.ProjectID, ErrUnavailable, err)
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// isDuplicateInBatch: an atomic batch re-sent with message ids the stream has seen; with a
+// per-key expectation on it, that means our earlier attempt landed or someone else's did.
+func isDuplicateInBatch(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID
+}
+
+// isUncertain: the request may have reached the server and been applied.
+func isUncertain(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded)
+}

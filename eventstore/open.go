@@ -1,0 +1,156 @@
+package eventstore
+
+// This file opens the store: it checks the server, creates or updates the stream and holds
+// the store's accessors.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// minServer is the oldest nats-server with wildcard per-subject expectations (2.11) and
+// atomic batch publish (2.12); 2.14.? and later fix batches with per-subject checks.
+const minMajor, minMinor = 2, 12
+
+// Store appends and reads keyledger's events on one JetStream stream.
+type Store struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cfg  Config
+	subj subjects
+	gc   *groupCommit // nil unless Config.GroupCommit
+}
+
+// Open checks that the server behind nc can serve as the event store, creates the stream or
+// brings its configuration up to date, and returns the store. A server too old or without
+// JetStream is ErrServerUnsupported with one line saying why.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkServer(nc); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s := &Store{nc: nc, js: js, cfg: cfg, subj: subjects{prefix: cfg.SubjectPrefix}}
+	if cfg.GroupCommit {
+		s.gc = &groupCommit{s: s}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return nil, fmt.Errorf("%w: JetStream is not enabled on %s (start nats-server with -js)", ErrServerUnsupported, nc.ConnectedUrlRedacted())
+		}
+		return nil, fmt.Errorf("%w: JetStream account info: %w", ErrUnavailable, err)
+	}
+	if err := s.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.ensureDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ensureStream creates the stream when it is missing. An existing stream is left as its
+// operator made it (replicas, placement) except for the properties the store depends on,
+// which are switched on; a stream that can drop events is refused, since JetStream cannot
+// turn a limit into "no limit" safely behind the operator's back.
+func (s *Store) ensureStream(ctx context.Context) error {
+	str, err := s.js.Stream(ctx, s.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := s.js.CreateStream(ctx, s.streamConfig()); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("create stream %s: %w", s.cfg.Stream, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, s.cfg.Stream, err)
+	}
+	cur := str.CachedInfo().Config
+	if cur.MaxAge != 0 || cur.MaxMsgs > 0 || cur.MaxBytes > 0 || cur.MaxMsgsPerSubject > 0 ||
+		cur.Retention != jetstream.LimitsPolicy || cur.AllowMsgTTL || cur.AllowRollup {
+		return fmt.Errorf("stream %s exists with limits, TTLs, rollups or a retention policy that can drop events; keyledger needs an append-only stream", s.cfg.Stream)
+	}
+	if cur.DenyDelete && cur.DenyPurge && cur.AllowDirect && cur.AllowAtomicPublish && cur.Discard == jetstream.DiscardNew {
+		return nil
+	}
+	cur.DenyDelete, cur.DenyPurge, cur.AllowDirect, cur.AllowAtomicPublish = true, true, true, true
+	cur.Discard = jetstream.DiscardNew
+	if _, err := s.js.UpdateStream(ctx, cur); err != nil {
+		return fmt.Errorf("update stream %s: %w", s.cfg.Stream, err)
+	}
+	return nil
+}
+
+func checkServer(nc *nats.Conn) error {
+	return checkVersion(nc.ConnectedServerVersion(), nc.ConnectedUrlRedacted())
+}
+
+// checkVersion refuses a server older than the store needs, in one line.
+func checkVersion(v, url string) error {
+	major, minor, ok := parseVersion(v)
+	if !ok || major < minMajor || (major == minMajor && minor < minMinor) {
+		return fmt.Errorf("%w: nats-server %s at %s is too old: keyledger needs %d.%d or later (atomic batch publish and per-subject concurrency checks)",
+			ErrServerUnsupported, v, url, minMajor, minMinor)
+	}
+	return nil
+}
+
+func parseVersion(v string) (major, minor int, ok bool) {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	return major, minor, err1 == nil && err2 == nil
+}
+
+// streamConfig is the append-only stream: nothing is ever removed, by limits, TTLs, deletes,
+// purges or rollups.
+func (s *Store) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               s.cfg.Stream,
+		Description:        "keyledger events (append-only)",
+		Subjects:           []string{s.subj.all()},
+		Retention:          jetstream.LimitsPolicy,
+		Storage:            jetstream.FileStorage,
+		Replicas:           s.cfg.Replicas,
+		MaxMsgs:            -1,
+		MaxBytes:           -1,
+		MaxAge:             0,
+		MaxMsgsPerSubject:  -1,
+		MaxMsgSize:         1 << 20,
+		Discard:            jetstream.DiscardNew,
+		Duplicates:         s.cfg.Duplicates,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowRollup:        false,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+	}
+}
+
+// StreamName is the name of the stream holding the events.
+func (s *Store) StreamName() string { return s.cfg.Stream }
+
+// SubjectPrefix is the first token of every event subject.
+func (s *Store) SubjectPrefix() string { return s.cfg.SubjectPrefix }
+
+// Conn is the store's NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// JetStream is the store's JetStream context, for readers such as the Watermill subscriber.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }

@@ -1,0 +1,209 @@
+package eventstore
+
+// This file reads events: one key's or project's messages, the stream's last sequence, and
+// the last message on a subject from the stream leader.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// LoadKey reads one key's events, oldest first, without creating a consumer. An unknown key
+// is domain.ErrKeyNotFound.
+func (s *Store) LoadKey(ctx context.Context, projectID, keyID string) ([]RecordedEvent, error) {
+	if !validToken(projectID) || !validToken(keyID) {
+		return nil, domain.ErrKeyNotFound
+	}
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), 1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("load key %s: %w", keyID, err)
+	}
+	if len(evs) == 0 {
+		return nil, domain.ErrKeyNotFound
+	}
+	return evs, nil
+}
+
+// LoadKeyAfter reads the events of one key after stream sequence after, oldest first: the
+// tail to fold onto a snapshot of the key taken at that sequence (none when it is current).
+func (s *Store) LoadKeyAfter(ctx context.Context, projectID, keyID string, after uint64) ([]RecordedEvent, error) {
+	if !validToken(projectID) || !validToken(keyID) {
+		return nil, domain.ErrKeyNotFound
+	}
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
+	}
+	return evs, nil
+}
+
+// LoadKeyPage reads at most limit messages of one key after stream sequence after, oldest
+// first, and reports whether the key has more after them: a page of its history.
+func (s *Store) LoadKeyPage(ctx context.Context, projectID, keyID string, after uint64, limit int) ([]RecordedEvent, bool, error) {
+	if !validToken(projectID) || !validToken(keyID) {
+		return nil, false, domain.ErrKeyNotFound
+	}
+	if limit < 1 {
+		return nil, false, fmt.Errorf("load key %s: page limit %d must be positive", keyID, limit)
+	}
+	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
+	}
+	if len(evs) > limit {
+		return evs[:limit], true, nil
+	}
+	return evs, false, nil
+}
+
+// LoadProject reads a project's creation from the stream. An unknown project is
+// domain.ErrProjectNotFound.
+func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.ProjectSnapshot, error) {
+	if !validToken(projectID) {
+		return domain.ProjectSnapshot{}, domain.ErrProjectNotFound
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	m, err := s.getLast(ctx, s.subj.project(projectID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return domain.ProjectSnapshot{}, domain.ErrProjectNotFound
+	}
+	if err != nil {
+		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w: %w", projectID, ErrUnavailable, err)
+	}
+	r := decode(m.Sequence, m.Subject, m.Time, m.Data)
+	if r.Err != nil {
+		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w", projectID, r.Err)
+	}
+	return domain.ProjectFromEvent(r.Event)
+}
+
+// getAll reads the messages on a subject filter from stream sequence from on, at most max
+// of them (0: all), with batched direct gets.
+func (s *Store) getAll(ctx context.Context, filter string, from uint64, max int) ([]RecordedEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	var out []RecordedEvent
+	next := from
+	for {
+		batch := 256
+		if max > 0 {
+			if max-len(out) <= 0 {
+				return out, nil
+			}
+			batch = min(batch, max-len(out))
+		}
+		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, batch,
+			jetstreamext.GetBatchSubject(filter), jetstreamext.GetBatchSeq(next))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		n := 0
+		for m, err := range it {
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstreamext.ErrNoMessages) {
+					break
+				}
+				return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			out = append(out, decode(m.Sequence, m.Subject, m.Time, m.Data))
+			next = m.Sequence + 1
+			n++
+		}
+		if n < batch {
+			return out, nil
+		}
+	}
+}
+
+// LastSeq is the stream's last sequence: everything appended so far is at or below it.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	str, err := s.js.Stream(ctx, s.cfg.Stream) // one STREAM.INFO request, state included
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return str.CachedInfo().State.LastSeq, nil
+}
+
+// SeqAtTime is the last stream sequence stored at or before t (0 when none).
+func (s *Store) SeqAtTime(ctx context.Context, t time.Time) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	str, err := s.js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	// The first message stored after t; everything before it is at or before t.
+	it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, 1, jetstreamext.GetBatchStartTime(t.Add(time.Nanosecond)))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	for m, err := range it {
+		if err != nil {
+			break
+		}
+		return m.Sequence - 1, nil
+	}
+	info, err := str.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// getLast reads the last message on a subject filter from the stream leader. It does not use
+// a direct get (nats.go would, since the stream allows them): on a replicated stream a direct
+// get may be answered by a follower that has not yet stored the last acknowledged write, and
+// the store asks this question precisely to learn whether a write landed.
+func (s *Store) getLast(ctx context.Context, filter string) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{filter})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.cfg.Stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("message get response: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, r.Error
+	}
+	if r.Message == nil {
+		return nil, errors.New("message get response without a message")
+	}
+	header, err := decodeHeaders(r.Message.Header)
+	if err != nil {
+		return nil, fmt.Errorf("message get response: headers of message %d: %w", r.Message.Sequence, err)
+	}
+	return &jetstream.RawStreamMsg{
+		Subject: r.Message.Subject, Sequence: r.Message.Sequence, Data: r.Message.Data,
+		Header: header, Time: r.Message.Time,
+	}, nil
+}

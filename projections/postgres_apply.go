@@ -1,0 +1,325 @@
+package projections
+
+// This file is the PostgreSQL read model's one apply path: a batch of events evolved onto
+// the rows it touches and written back in one transaction.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+)
+
+// writtenRows keeps the rows of api_keys this instance's projector last wrote or read, so
+// that the next batch need not read them back. They are the table's rows only while the
+// checkpoint is still the one this instance committed with them: every writer moves the
+// checkpoint under its row lock, so a checkpoint that moved otherwise means another writer
+// (another keysd, a rebuild's swap) may have changed them, and they are dropped.
+type writtenRows struct {
+	mu   sync.Mutex
+	at   uint64               // the checkpoint committed with these rows; 0: none are known
+	keys map[keyRef]*keyState // never changed in place: a batch's fold makes new states
+}
+
+// maxWrittenRows bounds writtenRows; past it the cache starts again empty.
+const maxWrittenRows = 100_000
+
+// lookup returns the cached rows among refs, the refs it does not have, and the checkpoint
+// the cached rows belong to.
+func (w *writtenRows) lookup(projects, ids []string) (map[keyRef]*keyState, []string, []string, uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at == 0 || len(w.keys) == 0 {
+		return nil, projects, ids, 0
+	}
+	hits := make(map[keyRef]*keyState, len(ids))
+	var missP, missI []string
+	for i := range ids {
+		ref := keyRef{projects[i], ids[i]}
+		if st, ok := w.keys[ref]; ok {
+			hits[ref] = st
+			continue
+		}
+		missP, missI = append(missP, projects[i]), append(missI, ids[i])
+	}
+	return hits, missP, missI, w.at
+}
+
+// remember records rows as of checkpoint at, which this instance just committed; the rows
+// it already had stay only if they belonged to the checkpoint this commit started from.
+func (w *writtenRows) remember(from, at uint64, rows map[keyRef]*keyState) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at != from || w.keys == nil || len(w.keys)+len(rows) > maxWrittenRows {
+		w.keys = make(map[keyRef]*keyState, len(rows))
+	}
+	for ref, st := range rows {
+		if st != nil {
+			w.keys[ref] = st
+		}
+	}
+	w.at = at
+}
+
+// forget drops every row: after a failure, the table's state is not known.
+func (w *writtenRows) forget() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.at, w.keys = 0, nil
+}
+
+// Apply implements ReadModel in one transaction of its own: lock the checkpoint, read the
+// keys the batch touches, evolve them in memory, and write the changed rows, new projects
+// and the new checkpoint with one statement each. The statements go in two pipelined round
+// trips, BEGIN with the lock and the read, then the writes with COMMIT, whatever the
+// batch's size. A failure anywhere leaves the transaction open, and the pool closes such a
+// connection instead of reusing it: nothing of the batch is committed.
+func (p *Postgres) Apply(ctx context.Context, events []eventstore.RecordedEvent) (uint64, error) {
+	if len(events) == 0 {
+		return p.Checkpoint(ctx)
+	}
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return 0, applyError(events, err)
+	}
+	defer conn.Release() // closed rather than reused if still in the transaction
+	checkpoint, err := p.apply(ctx, conn.Conn(), events, true)
+	if err != nil {
+		return checkpoint, applyError(events, err)
+	}
+	return checkpoint, nil
+}
+
+// applyInTx is Apply within tx, which it leaves open for its caller to commit: the same
+// statements without BEGIN and COMMIT. Rebuild uses it to apply the last events under the
+// swap's lock; with no events it locks the checkpoint and returns it.
+func (p *Postgres) applyInTx(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (uint64, error) {
+	checkpoint, err := p.apply(ctx, tx, events, false)
+	if err != nil {
+		return checkpoint, applyError(events, err)
+	}
+	return checkpoint, nil
+}
+
+// applyError is a failed apply's error: a *GapError as it is, anything else with the batch.
+func applyError(events []eventstore.RecordedEvent, err error) error {
+	var gap *GapError
+	if errors.As(err, &gap) || len(events) == 0 {
+		return err
+	}
+	return fmt.Errorf("apply events %d..%d: %w", events[0].Seq, events[len(events)-1].Seq, err)
+}
+
+// pgConn is what the apply path needs: a connection, or a transaction on one.
+type pgConn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// apply is the one apply path. With own it runs its own transaction on the connection c and
+// remembers the rows it committed (writtenRows); without, c is a transaction its caller
+// commits, and no rows are remembered since they are not committed yet. A *GapError comes
+// with the checkpoint.
+func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.RecordedEvent, own bool) (uint64, error) {
+	// Read the keys of every event in the batch, before knowing which are beyond the
+	// checkpoint (the rows of the others are read and not used), except those this instance
+	// wrote last: they are still the table's rows if the checkpoint is still its own.
+	projects, ids := keyRefs(events)
+	var cached map[keyRef]*keyState
+	var cachedAt uint64
+	if own {
+		cached, projects, ids, cachedAt = p.rows.lookup(projects, ids)
+	}
+	b := &pgx.Batch{}
+	if own {
+		b.Queue("BEGIN")
+	}
+	b.Queue(p.sql.lockCheckpoint)
+	if len(ids) > 0 {
+		b.Queue(p.sql.selectKeysByRef, projects, ids)
+	}
+	br := c.SendBatch(ctx, b)
+	var pos int64
+	var found []keyRow
+	var err error
+	if own {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&pos)
+	}
+	if err == nil && len(ids) > 0 {
+		rows, qerr := br.Query()
+		found, err = pgx.CollectRows(rows, pgx.RowToStructByName[keyRow])
+		if qerr != nil && err == nil {
+			err = qerr
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		p.rows.forget()
+		return 0, fmt.Errorf("lock checkpoint and read keys: %w", err)
+	}
+	checkpoint := uint64(pos)
+	if len(cached) > 0 && checkpoint != cachedAt {
+		// Someone else moved the checkpoint since this instance wrote those rows: read them.
+		p.rows.forget()
+		var cp, ci []string
+		for ref := range cached {
+			cp, ci = append(cp, ref.project), append(ci, ref.key)
+		}
+		rows, _ := c.Query(ctx, p.sql.selectKeysByRef, cp, ci)
+		more, err := pgx.CollectRows(rows, pgx.RowToStructByName[keyRow])
+		if err != nil {
+			return 0, fmt.Errorf("read keys: %w", err)
+		}
+		found, cached = append(found, more...), nil
+	}
+	todo, err := unapplied(checkpoint, events)
+	if err != nil || len(todo) == 0 {
+		if own {
+			if _, rerr := c.Exec(ctx, "ROLLBACK"); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		return checkpoint, err
+	}
+	keys := make(map[keyRef]*keyState, len(found)+len(cached))
+	for ref, st := range cached {
+		keys[ref] = st
+	}
+	for _, row := range found {
+		st := row.state()
+		keys[keyRef{st.ProjectID, st.ID}] = &st
+	}
+	from := checkpoint
+	w, checkpoint := fold(checkpoint, todo, keys)
+	b = &pgx.Batch{}
+	w.queue(b, p.sql)
+	b.Queue(p.sql.updateCheckpoint, int64(checkpoint))
+	if own {
+		b.Queue("COMMIT")
+	}
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		p.rows.forget()
+		return 0, err
+	}
+	if own {
+		// keys now holds the rows as committed: those read and those the batch changed.
+		p.rows.remember(from, checkpoint, keys)
+	}
+	return checkpoint, nil
+}
+
+// fold evolves the keys (their rows as read, nil for keys without one) by the events beyond
+// checkpoint and returns what to write and the new checkpoint.
+func fold(checkpoint uint64, todo []eventstore.RecordedEvent, keys map[keyRef]*keyState) (pgWrites, uint64) {
+	var w pgWrites
+	for _, r := range todo {
+		if r.Seq <= checkpoint {
+			continue
+		}
+		checkpoint = r.Seq
+		if r.Err != nil {
+			continue
+		}
+		if isKeyEvent(r.Event) {
+			ref := keyRef{r.Event.ProjectID, r.Event.KeyID}
+			if next, ok := evolveKey(keys[ref], r); ok {
+				if _, seen := w.changed[ref]; !seen {
+					w.order = append(w.order, ref)
+				}
+				w.key(ref, next)
+				keys[ref] = &next
+			}
+		} else if proj, ok := projectOf(r); ok {
+			w.project(proj, r.Seq)
+		}
+	}
+	return w, checkpoint
+}
+
+type keyRef struct{ project, key string }
+
+// keyRefs lists the keys that events touch, each once, as the two arrays of the lookup.
+func keyRefs(events []eventstore.RecordedEvent) (projects, ids []string) {
+	seen := make(map[keyRef]struct{}, len(events))
+	for _, r := range events {
+		if r.Err != nil || !isKeyEvent(r.Event) {
+			continue
+		}
+		ref := keyRef{r.Event.ProjectID, r.Event.KeyID}
+		if _, ok := seen[ref]; !ok {
+			seen[ref] = struct{}{}
+			projects = append(projects, ref.project)
+			ids = append(ids, ref.key)
+		}
+	}
+	return projects, ids
+}
+
+// pgWrites collects what one batch writes: the final state of each changed key and each new
+// project, as the columns of one multi-row statement apiece.
+type pgWrites struct {
+	changed  map[keyRef]keyState
+	order    []keyRef
+	projects []domain.ProjectSnapshot
+	projSeqs []int64
+}
+
+func (w *pgWrites) key(ref keyRef, s keyState) {
+	if w.changed == nil {
+		w.changed = make(map[keyRef]keyState)
+	}
+	w.changed[ref] = s
+}
+
+func (w *pgWrites) project(p domain.ProjectSnapshot, seq uint64) {
+	if slices.ContainsFunc(w.projects, func(q domain.ProjectSnapshot) bool { return q.ID == p.ID }) {
+		return // the first creation wins, as in the database
+	}
+	w.projects = append(w.projects, p)
+	w.projSeqs = append(w.projSeqs, int64(seq))
+}
+
+func (w *pgWrites) queue(b *pgx.Batch, sql pgStatements) {
+	if n := len(w.order); n > 0 {
+		var (
+			projectIDs, ids, userIDs, descriptions = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+			expires, revoked                       = make([]*time.Time, n), make([]*time.Time, n)
+			created                                = make([]time.Time, n)
+			public                                 = make([]bool, n)
+			hashes, lastFours                      = make([]string, n), make([]string, n)
+			versions                               = make([]int32, n)
+			lastSeqs, createdSeqs                  = make([]int64, n), make([]int64, n)
+		)
+		for i, ref := range w.order {
+			s := w.changed[ref]
+			projectIDs[i], ids[i], userIDs[i], descriptions[i] = s.ProjectID, s.ID, s.UserID, s.Description
+			expires[i], revoked[i], created[i] = s.ExpiresAt, s.RevokedAt, s.CreatedAt
+			public[i], hashes[i], lastFours[i] = s.IsPublic, s.SecretHash, s.LastFour
+			versions[i], lastSeqs[i], createdSeqs[i] = int32(s.Version), int64(s.LastSeq), int64(s.CreatedSeq)
+		}
+		b.Queue(sql.upsertKeys, projectIDs, ids, userIDs, descriptions, expires, revoked, created,
+			public, hashes, lastFours, versions, lastSeqs, createdSeqs)
+	}
+	if n := len(w.projects); n > 0 {
+		ids, names, keyIDs, keyHashes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		created := make([]time.Time, n)
+		for i, p := range w.projects {
+			ids[i], names[i], keyIDs[i], keyHashes[i], created[i] = p.ID, p.Name, p.ServerKeyID, p.ServerKeyHash, p.CreatedAt
+		}
+		b.Queue(sql.insertProjects, ids, names, keyIDs, keyHashes, created, w.projSeqs)
+	}
+}
