@@ -110,6 +110,8 @@ var errorTable = []errorMapping{
 	{isValidation, http.StatusBadRequest, CodeSchemaError, "", 0},
 	{is(commands.ErrContention), http.StatusServiceUnavailable, CodeServiceUnavailable,
 		"Too many concurrent changes to this API key; retry the request.", retryAfterContention},
+	{is(commands.ErrKeyBusy), http.StatusServiceUnavailable, CodeServiceUnavailable,
+		"Earlier changes to this API key are still in progress; retry the request.", retryAfterUnavailable},
 	{is(errProjectorBehind), http.StatusServiceUnavailable, CodeServiceUnavailable,
 		"The service is catching up with recent changes; retry the request.", retryAfterUnavailable},
 	{eventstore.IsUnavailable, http.StatusServiceUnavailable, CodeServiceUnavailable,

@@ -41,6 +41,8 @@ func TestErrorTable(t *testing.T) {
 		{"validation", wrap(&domain.ValidationError{Msg: "body.description must be at most 4096 bytes"}), 400, CodeSchemaError,
 			schemaMsg(http.MethodPatch, "/p", "body.description must be at most 4096 bytes"), ""},
 		{"contention", wrap(commands.ErrContention), 503, CodeServiceUnavailable, "", "1"},
+		{"local key lock timed out", wrap(fmt.Errorf("%w: %w", commands.ErrKeyBusy, context.DeadlineExceeded)), 503, CodeServiceUnavailable,
+			"Earlier changes to this API key are still in progress; retry the request.", "2"},
 		{"store unavailable", wrap(eventstore.ErrUnavailable), 503, CodeServiceUnavailable, "", "2"},
 		{"store timeout", wrap(context.DeadlineExceeded), 503, CodeServiceUnavailable, "", "2"},
 		{"projector behind", fmt.Errorf("wait: %w (%w)", errProjectorBehind, errors.New("x")), 503, CodeServiceUnavailable, "", "2"},

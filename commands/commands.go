@@ -22,6 +22,10 @@ import (
 // the same request later is safe.
 var ErrContention = errors.New("too many concurrent changes to this key; retry")
 
+// ErrKeyBusy: the command gave up waiting for the earlier commands on the same key in this
+// process (keyLocks) before its own turn came. Nothing was appended; retrying later is safe.
+var ErrKeyBusy = errors.New("timed out waiting for earlier changes of this key")
+
 // KeyLookup returns a key's last known state and the stream sequence of its last event, from
 // a cache such as the read model. It may be stale (the append's concurrency check catches
 // that) and may miss keys it has not seen yet (the store is asked then).
@@ -171,7 +175,7 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 	defer cancel()
 	unlock, err := h.locks.lock(ctx, c.ProjectID, keyID)
 	if err != nil {
-		return Result{}, fmt.Errorf("update key %s: waiting for earlier changes of the key: %w: %w", keyID, eventstore.ErrUnavailable, err)
+		return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
 	}
 	defer unlock()
 	from := fromRecent

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"sync"
 
@@ -26,7 +27,8 @@ func newKeyLocks() *keyLocks {
 }
 
 // lock waits for the key's stripe, or until ctx ends: a queue of commands behind a slow
-// append (the event store gone, say) gives up with the request instead of piling up.
+// append (the event store gone, say) gives up with the request instead of piling up. Giving
+// up is ErrKeyBusy wrapping ctx's error.
 func (l *keyLocks) lock(ctx context.Context, projectID, keyID string) (unlock func(), err error) {
 	h := maphash.String(l.seed, projectID+"/"+keyID)
 	stripe := l.stripes[h%uint64(len(l.stripes))]
@@ -34,7 +36,7 @@ func (l *keyLocks) lock(ctx context.Context, projectID, keyID string) (unlock fu
 	case stripe <- struct{}{}:
 		return func() { <-stripe }, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("%w: %w", ErrKeyBusy, ctx.Err())
 	}
 }
 
