@@ -125,8 +125,8 @@ type server struct {
 // Route names; routeMethodNotAllowed marks a route that only answers 405.
 const routeMethodNotAllowed = "method-not-allowed"
 
-// NewHandler returns keysd's whole HTTP handler: the user-API-key endpoints under /api/v1,
-// GET /healthz, GET /readyz and GET /metrics.
+// NewHandler returns keysd's whole HTTP handler: the user-API-key endpoints and Stack Auth's
+// user lookup under /api/v1, GET /healthz, GET /readyz and GET /metrics.
 func NewHandler(d Deps) (http.Handler, error) {
 	d.setDefaults()
 	if err := d.Validate(); err != nil {
@@ -146,6 +146,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r := mux.NewRouter()
 	// Unclean paths (//x, /a/../b) are not redirected: they match no route and get a JSON 404.
 	r.SkipClean(true)
+	r.UseEncodedPath()
 	r.NotFoundHandler = http.HandlerFunc(s.routeNotFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
 	r.Use(recordRoute)
@@ -164,6 +165,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.Handle(keys+"/{api_key_id}", s.api(s.getKey)).Methods(http.MethodGet)
 	r.Handle(keys+"/{api_key_id}", s.api(s.updateKey)).Methods(http.MethodPatch)
 	r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents)).Methods(http.MethodGet)
+	r.Handle("/api/v1/users/{user_id}", s.api(s.getUser)).Methods(http.MethodGet)
 	s.router = r
 
 	return s.instrument(r), nil

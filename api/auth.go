@@ -6,22 +6,70 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 )
 
-// Request headers of CONTRACT section 2.
-const (
-	headerProjectID  = "x-stack-project-id"
-	headerServerKey  = "x-stack-secret-server-key"
-	headerAdminToken = "x-stack-admin-access-token"
-	headerAccessType = "x-stack-access-type"
+// credentialHeader is one request header of CONTRACT section 2 under both of its names: the
+// x-stack-* one, and the x-hexclave-* one that Stack Auth's SDK sends from 2.8.108 on
+// (CONTRACT section 6). The two are the same header.
+type credentialHeader struct{ stack, hexclave string }
+
+// Request headers of CONTRACT sections 2 and 6.
+var (
+	headerProjectID  = credentialHeader{"x-stack-project-id", "x-hexclave-project-id"}
+	headerServerKey  = credentialHeader{"x-stack-secret-server-key", "x-hexclave-secret-server-key"}
+	headerAdminToken = credentialHeader{"x-stack-admin-access-token", "x-hexclave-admin-access-token"}
+	headerAccessType = credentialHeader{"x-stack-access-type", "x-hexclave-access-type"}
 )
 
+// credentialHeaders are the headers whose two spellings must agree.
+var credentialHeaders = []credentialHeader{headerProjectID, headerServerKey, headerAdminToken, headerAccessType}
+
+// Authentication failures. authenticate returns them wrapped in an *authError naming the
+// header value at fault; errorTable gives each its code, status and message.
+var (
+	// errNoProjectID: x-stack-project-id is missing or empty.
+	errNoProjectID = errors.New("no project id")
+	// errAccessTypeNotAllowed: x-stack-access-type is neither "server" nor "admin".
+	errAccessTypeNotAllowed = errors.New("access type not allowed")
+	// errNoServerKey: x-stack-secret-server-key is missing or empty.
+	errNoServerKey = errors.New("no secret server key")
+	// errWrongServerKey: the secret server key is not the project's.
+	errWrongServerKey = errors.New("wrong secret server key")
+	// errHeaderSpellingsDiffer: a header sent as x-stack-* and x-hexclave-* with two values.
+	errHeaderSpellingsDiffer = errors.New("the two spellings of a header differ")
+)
+
+// authError is a failed authentication: the reason (one of the errors above or a domain
+// error) and what the client is told about it.
+type authError struct {
+	reason error
+	// value is the header value the message names: the access type or the project id, or
+	// the header name for errHeaderSpellingsDiffer.
+	value string
+	// expiredAt is an expired admin token's expiry.
+	expiredAt time.Time
+}
+
+func (e *authError) Error() string { return "authenticate: " + e.reason.Error() }
+
+func (e *authError) Unwrap() error { return e.reason }
+
+// authValue is the value that an *authError in err names, already shortened for echoing.
+func authValue(err error) string {
+	if ae, ok := errors.AsType[*authError](err); ok {
+		return echo(ae.value)
+	}
+	return ""
+}
+
 // authenticate checks a request's credentials and returns who is calling. The checks run in
-// this order, each answering with its own error code:
+// this order, each failing with its own error:
 //
+//  0. no header is sent under both spellings with two values (SCHEMA_ERROR);
 //  1. x-stack-project-id present and not empty (ACCESS_TYPE_WITHOUT_PROJECT_ID);
 //  2. x-stack-access-type, when present, is "server" or "admin" (INSUFFICIENT_ACCESS_TYPE);
 //  3. the project id is a UUID of an existing project (CURRENT_PROJECT_NOT_FOUND);
@@ -32,51 +80,37 @@ const (
 // Header checks that need no lookup come first, so a malformed request costs nothing; the
 // project lookup comes before the key check so that the key is compared with a real hash.
 func (a *server) authenticate(r *http.Request) (commands.Caller, error) {
-	accessType, hasAccessType := headerValue(r, headerAccessType)
-	rawProject := r.Header.Get(headerProjectID)
-	if rawProject == "" {
-		requestType := "server"
-		if accessType == "admin" {
-			requestType = "admin"
-		}
-		return commands.Caller{}, &apiError{
-			Status: http.StatusBadRequest, Code: CodeAccessTypeWithoutProjectID,
-			Message: fmt.Sprintf("The x-stack-access-type header was '%s', but the x-stack-project-id header was not provided.", requestType),
-			Details: map[string]any{"request_type": requestType},
+	for _, h := range credentialHeaders {
+		if _, _, err := credential(r, h); err != nil {
+			return commands.Caller{}, err
 		}
 	}
+	accessType, hasAccessType, _ := credential(r, headerAccessType)
+	rawProject, _, _ := credential(r, headerProjectID)
+	if rawProject == "" {
+		return commands.Caller{}, &authError{reason: errNoProjectID, value: accessType}
+	}
 	if hasAccessType && accessType != "server" && accessType != "admin" {
-		return commands.Caller{}, &apiError{
-			Status: http.StatusUnauthorized, Code: CodeInsufficientAccessType,
-			Message: fmt.Sprintf("The x-stack-access-type header must be 'server' or 'admin', but was '%s'.", echo(accessType)),
-			Details: map[string]any{"actual_access_type": echo(accessType), "allowed_access_types": []string{"server", "admin"}},
-		}
+		return commands.Caller{}, &authError{reason: errAccessTypeNotAllowed, value: accessType}
 	}
 	projectID, ok := parseUUID(rawProject)
 	if !ok {
-		return commands.Caller{}, projectNotFound(rawProject)
+		return commands.Caller{}, &authError{reason: domain.ErrProjectNotFound, value: rawProject}
 	}
 	project, err := a.project(r.Context(), projectID)
 	if errors.Is(err, domain.ErrProjectNotFound) {
-		return commands.Caller{}, projectNotFound(projectID)
+		return commands.Caller{}, &authError{reason: err, value: projectID}
 	}
 	if err != nil {
 		return commands.Caller{}, fmt.Errorf("look up project %s: %w", projectID, err)
 	}
 
-	serverKey := r.Header.Get(headerServerKey)
+	serverKey, _, _ := credential(r, headerServerKey)
 	if serverKey == "" {
-		return commands.Caller{}, &apiError{
-			Status: http.StatusUnauthorized, Code: CodeServerAuthRequired,
-			Message: "The secret server key must be provided.",
-		}
+		return commands.Caller{}, &authError{reason: errNoServerKey}
 	}
 	if !a.d.Hasher.ServerKeyMatches(serverKey, project.ServerKeyHash) {
-		return commands.Caller{}, &apiError{
-			Status: http.StatusUnauthorized, Code: CodeInvalidSecretServerKey,
-			Message: fmt.Sprintf("The secret server key is not valid for the project %q. Does the project and/or the key exist?", projectID),
-			Details: map[string]any{"project_id": projectID},
-		}
+		return commands.Caller{}, &authError{reason: errWrongServerKey, value: projectID}
 	}
 	caller := commands.Caller{
 		ProjectID: projectID,
@@ -84,44 +118,38 @@ func (a *server) authenticate(r *http.Request) (commands.Caller, error) {
 		RequestID: requestID(r.Context()),
 	}
 
-	token, hasToken := headerValue(r, headerAdminToken)
+	token, hasToken, _ := credential(r, headerAdminToken)
 	if !hasToken {
 		return caller, nil
 	}
 	claims, err := a.d.Hasher.VerifyAdminToken(token, projectID, a.d.Clock())
-	switch {
-	case errors.Is(err, domain.ErrTokenExpired):
-		return commands.Caller{}, &apiError{
-			Status: http.StatusUnauthorized, Code: CodeAdminAccessTokenExpired,
-			Message: "Admin access token has expired. Please refresh it and try again.",
-			Details: map[string]any{"expired_at_millis": claims.ExpiresAt.UnixMilli()},
+	if err != nil {
+		if !errors.Is(err, domain.ErrTokenExpired) && !errors.Is(err, domain.ErrTokenNotAdmin) {
+			err = domain.ErrTokenUnparsable
 		}
-	case errors.Is(err, domain.ErrTokenNotAdmin):
-		return commands.Caller{}, &apiError{
-			Status: http.StatusUnauthorized, Code: CodeAdminAccessTokenIsNotAdmin,
-			Message: "Admin access token does not have the required permissions to access this project.",
-		}
-	case err != nil:
-		return commands.Caller{}, &apiError{
-			Status: http.StatusUnauthorized, Code: CodeUnparsableAdminAccessToken,
-			Message: "Admin access token is not parsable.",
-		}
+		return commands.Caller{}, &authError{reason: err, expiredAt: claims.ExpiresAt}
 	}
 	caller.Actor = domain.Actor{Type: domain.ActorAdmin, ID: claims.Subject}
 	return caller, nil
 }
 
-func projectNotFound(projectID string) *apiError {
-	id := echo(projectID)
-	return &apiError{
-		Status: http.StatusBadRequest, Code: CodeCurrentProjectNotFound,
-		Message: fmt.Sprintf("The current project with ID %s was not found. Please check the value of the x-stack-project-id header.", id),
-		Details: map[string]any{"project_id": id},
+// credential returns a credential header's first value under either spelling and whether it
+// was sent at all (an empty value is still "sent"). Both spellings with different values are
+// an error; with the same value they are one header.
+func credential(r *http.Request, h credentialHeader) (string, bool, error) {
+	stack, hasStack := headerValue(r, h.stack)
+	hexclave, hasHexclave := headerValue(r, h.hexclave)
+	switch {
+	case hasStack && hasHexclave && stack != hexclave:
+		return "", false, &authError{reason: errHeaderSpellingsDiffer, value: h.stack + " and " + h.hexclave}
+	case hasStack:
+		return stack, true, nil
+	default:
+		return hexclave, hasHexclave, nil
 	}
 }
 
-// headerValue returns a header's first value and whether the header was sent at all (an
-// empty value is still "sent").
+// headerValue returns a header's first value and whether the header was sent at all.
 func headerValue(r *http.Request, name string) (string, bool) {
 	v := r.Header.Values(name)
 	if len(v) == 0 {

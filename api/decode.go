@@ -99,12 +99,16 @@ func (v *validation) err() error {
 
 // keyID returns the {api_key_id} path parameter as a lowercase UUID.
 func (v *validation) keyID() string {
-	id, ok := parseUUID(mux.Vars(v.r)["api_key_id"])
+	id, ok := parseUUID(pathVar(v.r, "api_key_id"))
 	if !ok {
 		v.add("params.api_key_id must be a valid UUID")
 	}
 	return id
 }
+
+// pathVar is a path parameter as sent, still escaped: the router matches escaped paths, so
+// that an escaped "/" in a user id does not split a segment.
+func pathVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
 
 // query checks that the query string has only the allowed parameters, each at most once,
 // and returns it.

@@ -300,7 +300,8 @@ var isoUTC = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$`
 // timestamps in ISO 8601 UTC or null, never omitted.
 func checkKeyObject(t *testing.T, k map[string]any, created bool) {
 	t.Helper()
-	want := []string{"created_at", "description", "expires_at", "id", "is_public", "manually_revoked_at", "type", "user_id", "value"}
+	want := []string{"created_at", "created_at_millis", "description", "expires_at", "expires_at_millis", "id", "is_public",
+		"manually_revoked_at", "manually_revoked_at_millis", "type", "user_id", "value"}
 	var got []string
 	for name := range k {
 		got = append(got, name)
@@ -326,6 +327,21 @@ func checkKeyObject(t *testing.T, k map[string]any, created bool) {
 		s, ok := v.(string)
 		if !ok || !isoUTC.MatchString(s) {
 			t.Fatalf("%s = %v, want ISO 8601 UTC", f, v)
+		}
+	}
+	// Stack Auth's *_millis fields are the ISO ones in milliseconds, null where they are null.
+	for _, f := range []string{"created_at", "expires_at", "manually_revoked_at"} {
+		iso, ms := k[f], k[f+"_millis"]
+		if iso == nil {
+			if ms != nil {
+				t.Fatalf("%s is null but %s_millis = %v", f, f, ms)
+			}
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, iso.(string))
+		n, ok := ms.(float64)
+		if err != nil || !ok || n != float64(at.UnixMilli()) || n != float64(int64(n)) {
+			t.Fatalf("%s = %v but %s_millis = %v", f, iso, f, ms)
 		}
 	}
 	if created {
@@ -366,6 +382,7 @@ func TestAuthentication(t *testing.T) {
 		{"get", http.MethodGet, keyPath, ""},
 		{"update", http.MethodPatch, keyPath, `{"description":"changed"}`},
 		{"check", http.MethodPost, v1 + "/check", `{"api_key":"` + key.body["value"].(string) + `"}`},
+		{"get user", http.MethodGet, "/api/v1/users/u1", ""},
 	}
 	for _, ep := range endpoints {
 		t.Run(ep.name, func(t *testing.T) {
@@ -1061,4 +1078,128 @@ func TestProjectorBehind(t *testing.T) {
 	if r := call(t, srv.URL, http.MethodGet, "/readyz", nil, ""); r.status != 503 || detail(r, "projector_ready") != false {
 		t.Fatalf("readyz with the projector stuck: %s", r)
 	}
+}
+
+// ---------------------------------------------------------------------------------------
+// CONTRACT section 6: Stack Auth's SDK from 2.8.108 sends x-hexclave-* headers.
+
+// hexclave returns h with every x-stack-* credential header renamed x-hexclave-*.
+func hexclave(h http.Header) http.Header {
+	out := http.Header{}
+	for name, values := range h {
+		out[strings.Replace(name, "X-Stack-", "X-Hexclave-", 1)] = values
+	}
+	return out
+}
+
+func TestHexclaveHeaders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := e.newProject(t)
+	other := e.newProject(t)
+	h := hexclave(p.headers())
+	key := e.createKey(t, p, `{"user_id":"u1","description":"k"}`)
+	id := key.body["id"].(string)
+
+	t.Run("the x-hexclave-* names are the same headers", func(t *testing.T) {
+		r := e.ok(t, http.MethodPost, v1, h, `{"user_id":"u1","description":"by hexclave"}`)
+		checkKeyObject(t, r.body, true)
+		e.remember(r.body["value"].(string))
+		e.ok(t, http.MethodGet, v1+"?user_id=u1", h, "")
+		e.ok(t, http.MethodGet, v1+"/"+id, h, "")
+		e.ok(t, http.MethodPatch, v1+"/"+id, h, `{"description":"renamed"}`)
+		e.ok(t, http.MethodPost, v1+"/check", h, `{"api_key":"`+key.body["value"].(string)+`"}`)
+		e.ok(t, http.MethodGet, "/api/v1/users/u1", h, "")
+		tok := e.adminToken(t, p.id, "alice", time.Hour)
+		e.ok(t, http.MethodPatch, v1+"/"+id, with(h, "X-Hexclave-Admin-Access-Token", &tok), `{"description":"by alice"}`)
+		evs := e.events(t, p.id, id)
+		if a := evs[len(evs)-1].Event.Actor; a != (domain.Actor{Type: domain.ActorAdmin, ID: "alice"}) {
+			t.Fatalf("actor with an x-hexclave admin token: %+v", a)
+		}
+		// Both spellings with one value are one header.
+		both := p.headers()
+		for name, values := range h {
+			both[name] = values
+		}
+		e.ok(t, http.MethodGet, v1+"/"+id, both, "")
+	})
+
+	t.Run("the same errors under the x-hexclave-* names", func(t *testing.T) {
+		path := v1 + "/" + id
+		e.refused(t, http.MethodGet, path, with(h, "X-Hexclave-Project-Id", nil), "", 400, "ACCESS_TYPE_WITHOUT_PROJECT_ID")
+		e.refused(t, http.MethodGet, path, with(h, "X-Hexclave-Project-Id", str("invalid")), "", 400, "CURRENT_PROJECT_NOT_FOUND")
+		e.refused(t, http.MethodGet, path, with(h, "X-Hexclave-Secret-Server-Key", nil), "", 401, "SERVER_AUTHENTICATION_REQUIRED")
+		e.refused(t, http.MethodGet, path, with(h, "X-Hexclave-Secret-Server-Key", &other.serverKey), "", 401, "INVALID_SECRET_SERVER_KEY")
+		e.refused(t, http.MethodGet, path, with(h, "X-Hexclave-Access-Type", str("client")), "", 401, "INSUFFICIENT_ACCESS_TYPE")
+		e.refused(t, http.MethodGet, path, with(h, "X-Hexclave-Admin-Access-Token", str("garbage")), "", 401, "UNPARSABLE_ADMIN_ACCESS_TOKEN")
+	})
+
+	t.Run("two spellings with two values", func(t *testing.T) {
+		tok := e.adminToken(t, p.id, "alice", time.Hour)
+		tok2 := e.adminToken(t, p.id, "bob", time.Hour)
+		stack := with(p.headers(), "X-Stack-Admin-Access-Token", &tok)
+		differing := map[string]string{
+			"Project-Id":         other.id,
+			"Secret-Server-Key":  other.serverKey,
+			"Access-Type":        "admin",
+			"Admin-Access-Token": tok2,
+		}
+		for suffix, value := range differing {
+			hdr := with(stack, "X-Hexclave-"+suffix, &value)
+			r := e.refused(t, http.MethodPatch, v1+"/"+id, hdr, `{"description":"never applied"}`, 400, "SCHEMA_ERROR")
+			if !strings.Contains(r.body["error"].(string), "x-hexclave-"+strings.ToLower(suffix)) {
+				t.Fatalf("%s: the error does not name the header: %s", suffix, r)
+			}
+		}
+	})
+}
+
+// ---------------------------------------------------------------------------------------
+// CONTRACT section 6: GET /users/{user_id}.
+
+func TestGetUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := e.newProject(t)
+	other := e.newProject(t)
+	first := e.createKey(t, p, `{"user_id":"user/with spaces","description":"first"}`)
+	second := e.createKey(t, p, `{"user_id":"user/with spaces","description":"second"}`)
+	e.ok(t, http.MethodPatch, v1+"/"+second.body["id"].(string), p.headers(), `{"revoked":true}`)
+
+	r := e.ok(t, http.MethodGet, "/api/v1/users/user%2Fwith%20spaces", p.headers(), "")
+	if r.body["id"] != "user/with spaces" {
+		t.Fatalf("id = %v", r.body["id"])
+	}
+	rs, _ := r.body["risk_scores"].(map[string]any)
+	signUp, _ := rs["sign_up"].(map[string]any)
+	if signUp["bot"] != float64(0) || signUp["free_trial_abuse"] != float64(0) {
+		t.Fatalf("risk_scores = %v", r.body["risk_scores"])
+	}
+	if r.body["signed_up_at_millis"] != first.body["created_at_millis"] || r.body["last_active_at_millis"] != second.body["created_at_millis"] {
+		t.Fatalf("signed up %v, last active %v; keys created %v and %v", r.body["signed_up_at_millis"],
+			r.body["last_active_at_millis"], first.body["created_at_millis"], second.body["created_at_millis"])
+	}
+	for _, f := range []string{"primary_email", "display_name", "selected_team", "selected_team_id", "profile_image_url",
+		"restricted_reason", "restricted_by_admin_reason", "restricted_by_admin_private_details", "country_code"} {
+		if v, ok := r.body[f]; !ok || v != nil {
+			t.Fatalf("%s = %v, present %v: want null", f, v, ok)
+		}
+	}
+	for _, f := range []string{"is_anonymous", "is_restricted", "restricted_by_admin", "has_password", "requires_totp_mfa"} {
+		if r.body[f] != false {
+			t.Fatalf("%s = %v, want false", f, r.body[f])
+		}
+	}
+
+	// A user with no key in this project (none at all, or only in another) is not found.
+	e.createKey(t, other, `{"user_id":"elsewhere","description":""}`)
+	for _, u := range []string{"nobody", "elsewhere"} {
+		r := e.refused(t, http.MethodGet, "/api/v1/users/"+u, p.headers(), "", 404, "USER_NOT_FOUND")
+		if r.body["error"] == "" {
+			t.Fatalf("no message: %s", r)
+		}
+	}
+	long := strings.Repeat("u", 129)
+	e.refused(t, http.MethodGet, "/api/v1/users/"+long, p.headers(), "", 400, "SCHEMA_ERROR")
+	e.refused(t, http.MethodGet, "/api/v1/users/u?x=1", p.headers(), "", 400, "SCHEMA_ERROR")
 }

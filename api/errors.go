@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
@@ -26,6 +27,7 @@ const (
 	CodeAPIKeyAlreadyRevoked       = "API_KEY_ALREADY_REVOKED"
 	CodeAPIKeyRevoked              = "API_KEY_REVOKED"
 	CodeAPIKeyExpired              = "API_KEY_EXPIRED"
+	CodeUserNotFound               = "USER_NOT_FOUND"
 	CodeAccessTypeWithoutProjectID = "ACCESS_TYPE_WITHOUT_PROJECT_ID"
 	CodeCurrentProjectNotFound     = "CURRENT_PROJECT_NOT_FOUND"
 	CodeServerAuthRequired         = "SERVER_AUTHENTICATION_REQUIRED"
@@ -82,6 +84,9 @@ type errorMapping struct {
 	code       string
 	message    string // empty: the error's own message, which is safe to show (ValidationError)
 	retryAfter int
+	// describe, when set, gives the message and details from the error itself (the header
+	// value an authentication failure names), in place of message.
+	describe func(err error) (string, map[string]any)
 }
 
 func is(target error) func(error) bool {
@@ -96,28 +101,76 @@ func isValidation(err error) bool {
 // errProjectorBehind: the projector did not reach the sequence a request waited for in time.
 var errProjectorBehind = errors.New("the read model did not catch up in time")
 
-// errorTable is the one place where the errors of domain, commands, eventstore and the
-// projector become error codes; the first match wins.
+// errorTable is the one place where the errors of authentication, domain, commands,
+// eventstore and the projector become error codes; the first match wins.
 var errorTable = []errorMapping{
-	{is(domain.ErrKeyNotFound), http.StatusNotFound, CodeAPIKeyNotFound, "API key not found.", 0},
-	{is(domain.ErrInvalidSecretKey), http.StatusNotFound, CodeAPIKeyNotFound, "API key not found.", 0},
-	{is(domain.ErrKeyAlreadyRevoked), http.StatusConflict, CodeAPIKeyAlreadyRevoked,
-		"API key has been revoked, and revocation cannot be undone.", 0},
-	{is(domain.ErrPreconditionFailed), http.StatusPreconditionFailed, CodePreconditionFailed,
-		"If-Match does not list the API key's current ETag; nothing was changed.", 0},
-	{is(domain.ErrKeyRevoked), http.StatusUnauthorized, CodeAPIKeyRevoked, "API key has been revoked.", 0},
-	{is(domain.ErrKeyExpired), http.StatusUnauthorized, CodeAPIKeyExpired, "API key has expired.", 0},
-	{isValidation, http.StatusBadRequest, CodeSchemaError, "", 0},
-	{is(commands.ErrContention), http.StatusServiceUnavailable, CodeServiceUnavailable,
-		"Too many concurrent changes to this API key; retry the request.", retryAfterContention},
-	{is(commands.ErrKeyBusy), http.StatusServiceUnavailable, CodeServiceUnavailable,
-		"Earlier changes to this API key are still in progress; retry the request.", retryAfterUnavailable},
-	{is(errProjectorBehind), http.StatusServiceUnavailable, CodeServiceUnavailable,
-		"The service is catching up with recent changes; retry the request.", retryAfterUnavailable},
-	{eventstore.IsUnavailable, http.StatusServiceUnavailable, CodeServiceUnavailable,
-		"The event store is unavailable; retry the request.", retryAfterUnavailable},
-	{projections.IsUnavailable, http.StatusServiceUnavailable, CodeServiceUnavailable,
-		"The read model is unavailable; retry the request.", retryAfterUnavailable},
+	{match: is(errHeaderSpellingsDiffer), status: http.StatusBadRequest, code: CodeSchemaError,
+		describe: func(err error) (string, map[string]any) {
+			msg := authValue(err) + " must have the same value when both are sent"
+			return msg, map[string]any{"message": msg}
+		}},
+	{match: is(errNoProjectID), status: http.StatusBadRequest, code: CodeAccessTypeWithoutProjectID,
+		describe: func(err error) (string, map[string]any) {
+			requestType := "server"
+			if authValue(err) == "admin" {
+				requestType = "admin"
+			}
+			return fmt.Sprintf("The x-stack-access-type header was '%s', but the x-stack-project-id header was not provided.", requestType),
+				map[string]any{"request_type": requestType}
+		}},
+	{match: is(errAccessTypeNotAllowed), status: http.StatusUnauthorized, code: CodeInsufficientAccessType,
+		describe: func(err error) (string, map[string]any) {
+			v := authValue(err)
+			return fmt.Sprintf("The x-stack-access-type header must be 'server' or 'admin', but was '%s'.", v),
+				map[string]any{"actual_access_type": v, "allowed_access_types": []string{"server", "admin"}}
+		}},
+	{match: is(domain.ErrProjectNotFound), status: http.StatusBadRequest, code: CodeCurrentProjectNotFound,
+		describe: func(err error) (string, map[string]any) {
+			id := authValue(err)
+			return fmt.Sprintf("The current project with ID %s was not found. Please check the value of the x-stack-project-id header.", id),
+				map[string]any{"project_id": id}
+		}},
+	{match: is(errNoServerKey), status: http.StatusUnauthorized, code: CodeServerAuthRequired,
+		message: "The secret server key must be provided."},
+	{match: is(errWrongServerKey), status: http.StatusUnauthorized, code: CodeInvalidSecretServerKey,
+		describe: func(err error) (string, map[string]any) {
+			id := authValue(err)
+			return fmt.Sprintf("The secret server key is not valid for the project %q. Does the project and/or the key exist?", id),
+				map[string]any{"project_id": id}
+		}},
+	{match: is(domain.ErrTokenExpired), status: http.StatusUnauthorized, code: CodeAdminAccessTokenExpired,
+		describe: func(err error) (string, map[string]any) {
+			var expiredAt time.Time
+			if ae, ok := errors.AsType[*authError](err); ok {
+				expiredAt = ae.expiredAt
+			}
+			return "Admin access token has expired. Please refresh it and try again.",
+				map[string]any{"expired_at_millis": expiredAt.UnixMilli()}
+		}},
+	{match: is(domain.ErrTokenNotAdmin), status: http.StatusUnauthorized, code: CodeAdminAccessTokenIsNotAdmin,
+		message: "Admin access token does not have the required permissions to access this project."},
+	{match: is(domain.ErrTokenUnparsable), status: http.StatusUnauthorized, code: CodeUnparsableAdminAccessToken,
+		message: "Admin access token is not parsable."},
+	{match: is(domain.ErrKeyNotFound), status: http.StatusNotFound, code: CodeAPIKeyNotFound, message: "API key not found."},
+	{match: is(domain.ErrInvalidSecretKey), status: http.StatusNotFound, code: CodeAPIKeyNotFound, message: "API key not found."},
+	{match: is(domain.ErrKeyAlreadyRevoked), status: http.StatusConflict, code: CodeAPIKeyAlreadyRevoked,
+		message: "API key has been revoked, and revocation cannot be undone."},
+	{match: is(domain.ErrPreconditionFailed), status: http.StatusPreconditionFailed, code: CodePreconditionFailed,
+		message: "If-Match does not list the API key's current ETag; nothing was changed."},
+	{match: is(domain.ErrKeyRevoked), status: http.StatusUnauthorized, code: CodeAPIKeyRevoked, message: "API key has been revoked."},
+	{match: is(domain.ErrKeyExpired), status: http.StatusUnauthorized, code: CodeAPIKeyExpired, message: "API key has expired."},
+	{match: is(errUserNotFound), status: http.StatusNotFound, code: CodeUserNotFound, message: "User not found."},
+	{match: isValidation, status: http.StatusBadRequest, code: CodeSchemaError},
+	{match: is(commands.ErrContention), status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
+		message: "Too many concurrent changes to this API key; retry the request.", retryAfter: retryAfterContention},
+	{match: is(commands.ErrKeyBusy), status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
+		message: "Earlier changes to this API key are still in progress; retry the request.", retryAfter: retryAfterUnavailable},
+	{match: is(errProjectorBehind), status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
+		message: "The service is catching up with recent changes; retry the request.", retryAfter: retryAfterUnavailable},
+	{match: eventstore.IsUnavailable, status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
+		message: "The event store is unavailable; retry the request.", retryAfter: retryAfterUnavailable},
+	{match: projections.IsUnavailable, status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
+		message: "The read model is unavailable; retry the request.", retryAfter: retryAfterUnavailable},
 }
 
 // toAPIError turns any error of a request into its response. Errors that are no known kind
@@ -131,12 +184,16 @@ func toAPIError(r *http.Request, err error) *apiError {
 		if !m.match(err) {
 			continue
 		}
-		if m.code == CodeSchemaError {
+		if m.code == CodeSchemaError && m.describe == nil {
 			var v *domain.ValidationError
 			errors.As(err, &v)
 			return schemaError(r, v.Msg)
 		}
-		return &apiError{Status: m.status, Code: m.code, Message: m.message, RetryAfter: m.retryAfter, cause: err}
+		ae := &apiError{Status: m.status, Code: m.code, Message: m.message, RetryAfter: m.retryAfter, cause: err}
+		if m.describe != nil {
+			ae.Message, ae.Details = m.describe(err)
+		}
+		return ae
 	}
 	return internalError(r, err)
 }

@@ -11,18 +11,22 @@ import (
 const timeLayout = "2006-01-02T15:04:05.000Z"
 
 // keyObject is the key object of CONTRACT section 3: the seed page's fields, every one always
-// present (null when unset), plus Stack Auth's type, is_public and value. Value is
-// {"last_four": "..."} except in the response to create, where it is the full secret.
+// present (null when unset), plus Stack Auth's type, is_public and value, and Stack Auth's
+// own time fields in milliseconds since the epoch, which its SDK reads (CONTRACT section 6).
+// Value is {"last_four": "..."} except in the response to create, where it is the full secret.
 type keyObject struct {
-	ID                string  `json:"id"`
-	Description       string  `json:"description"`
-	UserID            string  `json:"user_id"`
-	ExpiresAt         *string `json:"expires_at"`
-	ManuallyRevokedAt *string `json:"manually_revoked_at"`
-	CreatedAt         string  `json:"created_at"`
-	Type              string  `json:"type"`
-	IsPublic          bool    `json:"is_public"`
-	Value             any     `json:"value"`
+	ID                      string  `json:"id"`
+	Description             string  `json:"description"`
+	UserID                  string  `json:"user_id"`
+	ExpiresAt               *string `json:"expires_at"`
+	ManuallyRevokedAt       *string `json:"manually_revoked_at"`
+	CreatedAt               string  `json:"created_at"`
+	ExpiresAtMillis         *int64  `json:"expires_at_millis"`
+	ManuallyRevokedAtMillis *int64  `json:"manually_revoked_at_millis"`
+	CreatedAtMillis         int64   `json:"created_at_millis"`
+	Type                    string  `json:"type"`
+	IsPublic                bool    `json:"is_public"`
+	Value                   any     `json:"value"`
 }
 
 type lastFour struct {
@@ -38,16 +42,28 @@ type keyList struct {
 // newKeyObject renders a key as the API shows it after creation.
 func newKeyObject(k domain.KeySnapshot) keyObject {
 	return keyObject{
-		ID:                k.ID,
-		Description:       k.Description,
-		UserID:            k.UserID,
-		ExpiresAt:         formatTime(k.ExpiresAt),
-		ManuallyRevokedAt: formatTime(k.RevokedAt),
-		CreatedAt:         k.CreatedAt.UTC().Format(timeLayout),
-		Type:              "user",
-		IsPublic:          k.IsPublic,
-		Value:             lastFour{LastFour: k.LastFour},
+		ID:                      k.ID,
+		Description:             k.Description,
+		UserID:                  k.UserID,
+		ExpiresAt:               formatTime(k.ExpiresAt),
+		ManuallyRevokedAt:       formatTime(k.RevokedAt),
+		CreatedAt:               k.CreatedAt.UTC().Format(timeLayout),
+		ExpiresAtMillis:         millis(k.ExpiresAt),
+		ManuallyRevokedAtMillis: millis(k.RevokedAt),
+		CreatedAtMillis:         k.CreatedAt.UnixMilli(),
+		Type:                    "user",
+		IsPublic:                k.IsPublic,
+		Value:                   lastFour{LastFour: k.LastFour},
 	}
+}
+
+// millis is t in milliseconds since the epoch, or nil.
+func millis(t *time.Time) *int64 {
+	if t == nil {
+		return nil
+	}
+	ms := t.UnixMilli()
+	return &ms
 }
 
 func formatTime(t *time.Time) *string {
