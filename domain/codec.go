@@ -105,30 +105,11 @@ func unmarshalAnyVersion(b []byte) (Event, error) {
 }
 
 func decodeData(t EventType, raw json.RawMessage) (EventData, error) {
-	var (
-		data EventData
-		err  error
-	)
-	switch t {
-	case TypeProjectCreated:
-		var d ProjectCreated
-		err = strictJSON(raw, &d)
-		data = d
-	case TypeKeyCreated:
-		var d KeyCreated
-		err = strictJSON(raw, &d)
-		data = d
-	case TypeDescriptionChanged:
-		var d DescriptionChanged
-		err = strictJSON(raw, &d)
-		data = d
-	case TypeKeyRevoked:
-		var d KeyRevoked
-		err = strictJSON(raw, &d)
-		data = d
-	default:
+	def, ok := eventsByType[t]
+	if !ok {
 		return nil, fmt.Errorf("%w: unknown type %q", ErrInvalidEvent, t)
 	}
+	data, err := def.decode(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s data: %v", ErrInvalidEvent, t, err)
 	}
@@ -151,7 +132,7 @@ func (e Event) validate() error {
 		return fmt.Errorf("%w: missing project_id", ErrInvalidEvent)
 	case e.Version < 1:
 		return fmt.Errorf("%w: version %d", ErrInvalidEvent, e.Version)
-	case e.Type != TypeProjectCreated && (e.KeyID == "" || e.UserID == ""):
+	case eventsByType[e.Type].ForKey && (e.KeyID == "" || e.UserID == ""):
 		return fmt.Errorf("%w: %s without key_id or user_id", ErrInvalidEvent, e.Type)
 	}
 	return nil

@@ -2,17 +2,6 @@ package domain
 
 import "time"
 
-// EventType names an event on the stream; it is also the last token of its subject.
-type EventType string
-
-// The event types of keyledger's aggregates.
-const (
-	TypeProjectCreated     EventType = "ProjectCreated"
-	TypeKeyCreated         EventType = "KeyCreated"
-	TypeDescriptionChanged EventType = "DescriptionChanged"
-	TypeKeyRevoked         EventType = "KeyRevoked"
-)
-
 // CurrentSchemaVersion is the envelope schema every new event is written with. Older
 // versions are upcast on decode (see codec.go).
 const CurrentSchemaVersion = 1
@@ -56,43 +45,9 @@ type Event struct {
 	Data          EventData
 }
 
-// EventData is the type-specific part of an event.
+// EventData is the type-specific part of an event: one of the data types of
+// event_types.go.
 type EventData interface{ eventType() EventType }
-
-// ProjectCreated records a new project and the keyed hash of its secret server key.
-type ProjectCreated struct {
-	Name          string    `json:"name"`
-	ServerKeyID   string    `json:"server_key_id"`
-	ServerKeyHash string    `json:"server_key_hash"`
-	CreatedAt     time.Time `json:"created_at"`
-}
-
-// KeyCreated records a new user API key. The secret itself never appears: only its keyed
-// hash and its last four characters.
-type KeyCreated struct {
-	Description string     `json:"description"`
-	ExpiresAt   *time.Time `json:"expires_at"`
-	IsPublic    bool       `json:"is_public"`
-	SecretHash  string     `json:"secret_hash"`
-	LastFour    string     `json:"last_four"`
-	CreatedAt   time.Time  `json:"created_at"`
-}
-
-// DescriptionChanged records a rename, with the value before and after.
-type DescriptionChanged struct {
-	Old string `json:"old"`
-	New string `json:"new"`
-}
-
-// KeyRevoked records a manual revocation.
-type KeyRevoked struct {
-	RevokedAt time.Time `json:"revoked_at"`
-}
-
-func (ProjectCreated) eventType() EventType     { return TypeProjectCreated }
-func (KeyCreated) eventType() EventType         { return TypeKeyCreated }
-func (DescriptionChanged) eventType() EventType { return TypeDescriptionChanged }
-func (KeyRevoked) eventType() EventType         { return TypeKeyRevoked }
 
 // newEvent wraps data in an envelope for one aggregate at one version.
 func newEvent(m Meta, projectID, keyID, userID string, version int, data EventData) Event {

@@ -54,36 +54,31 @@ func (k *Key) Expired(now time.Time) bool {
 
 // EvolveKey folds one event into a key's state; k is nil before KeyCreated. It returns a new
 // key and leaves k unchanged. An event for another key, out of version order, or of a type a
-// key does not have is an error wrapping ErrInvalidEvent.
+// key does not have is an error wrapping ErrInvalidEvent. What each type does is its
+// definition's (event_types.go).
 func EvolveKey(k *Key, e Event) (*Key, error) {
+	def, ok := eventsByType[e.Type]
 	if k == nil {
-		created, ok := e.Data.(KeyCreated)
-		if !ok || e.Version != 1 {
+		if !ok || !def.ForKey || !def.Creates || e.Version != 1 {
 			return nil, fmt.Errorf("%w: key %s starts with %s version %d", ErrInvalidEvent, e.KeyID, e.Type, e.Version)
 		}
-		return &Key{s: KeySnapshot{
-			ID: e.KeyID, ProjectID: e.ProjectID, UserID: e.UserID,
-			Description: created.Description, ExpiresAt: utcPtr(created.ExpiresAt),
-			CreatedAt: created.CreatedAt.UTC(), IsPublic: created.IsPublic,
-			SecretHash: created.SecretHash, LastFour: created.LastFour, Version: 1,
-		}}, nil
+		s := KeySnapshot{ID: e.KeyID, ProjectID: e.ProjectID, UserID: e.UserID, Version: 1}
+		if err := def.evolve(&s, e.Data); err != nil {
+			return nil, err
+		}
+		return &Key{s: s}, nil
 	}
 	if e.KeyID != k.s.ID || e.ProjectID != k.s.ProjectID || e.Version != k.s.Version+1 {
 		return nil, fmt.Errorf("%w: %s of key %s version %d applied to key %s version %d",
 			ErrInvalidEvent, e.Type, e.KeyID, e.Version, k.s.ID, k.s.Version)
 	}
+	if !ok || !def.ForKey || def.Creates {
+		return nil, fmt.Errorf("%w: %s on existing key %s", ErrInvalidEvent, e.Type, k.s.ID)
+	}
 	next := k.s
 	next.Version = e.Version
-	switch d := e.Data.(type) {
-	case DescriptionChanged:
-		next.Description = d.New
-	case KeyRevoked:
-		if next.RevokedAt == nil {
-			at := d.RevokedAt.UTC()
-			next.RevokedAt = &at
-		}
-	default:
-		return nil, fmt.Errorf("%w: %s on existing key %s", ErrInvalidEvent, e.Type, k.s.ID)
+	if err := def.evolve(&next, e.Data); err != nil {
+		return nil, err
 	}
 	return &Key{s: next}, nil
 }

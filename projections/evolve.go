@@ -38,7 +38,7 @@ func unapplied(checkpoint uint64, events []eventstore.RecordedEvent) ([]eventsto
 }
 
 // isKeyEvent tells whether an event belongs to a key (rather than to a project).
-func isKeyEvent(e domain.Event) bool { return e.KeyID != "" && e.Type != domain.TypeProjectCreated }
+func isKeyEvent(e domain.Event) bool { return domain.IsKeyEvent(e) }
 
 // evolveKey returns the key after event r, or false when r does not change it: a creation of
 // a key that exists already, an event out of version order or for a key that does not exist
