@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,9 +15,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	flag "github.com/spf13/pflag"
 
 	"github.com/keyledger/keyledger/api"
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
 )
 
 // The baseline is what a user would write instead of keyledger: the same HTTP API for create,
@@ -73,49 +74,46 @@ type baselineServer struct {
 }
 
 // runBaselineServer serves the baseline until ctx is done.
-func runBaselineServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keysbench baseline-server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runBaselineServer(fs *flag.FlagSet, _ *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
 	addr := fs.String("http-addr", "127.0.0.1:8091", "HTTP listen address")
 	dbURL := fs.String("database-url", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL (pgx connection string)")
 	maxConns := fs.Int("max-conns", 4, "connection pool size (keysd's read model uses pgxpool's default: max(4, CPUs))")
 	syncCommit := fs.String("synchronous-commit", "on", "PostgreSQL synchronous_commit for the pool's sessions: on (every commit on disk before the answer) or off")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		pcfg, err := pgxpool.ParseConfig(*dbURL)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench baseline-server: --database-url: %v\n", err)
+			return 2
+		}
+		pcfg.MaxConns = int32(*maxConns)
+		pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = *syncCommit
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench baseline-server: %v\n", err)
+			return 1
+		}
+		defer pool.Close()
+		if _, err := pool.Exec(ctx, baselineSchema); err != nil {
+			fmt.Fprintf(stderr, "keysbench baseline-server: schema: %v\n", err)
+			return 1
+		}
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret)
+		hasher, _ := domain.NewHasher(secret)
+		s := &baselineServer{pool: pool, hasher: hasher}
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST "+baselineProjectsPath, s.createProject)
+		mux.HandleFunc("POST /api/v1/user-api-keys", s.auth(s.createKey))
+		mux.HandleFunc("GET /api/v1/user-api-keys/{id}", s.auth(s.getKey))
+		mux.HandleFunc("PATCH /api/v1/user-api-keys/{id}", s.auth(s.updateKey))
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench baseline-server: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "keysbench baseline-server: http://%s (pool %d, synchronous_commit=%s)\n", ln.Addr(), *maxConns, *syncCommit)
+		return serveUntilDone(ctx, ln, api.NewServer(*addr, mux), stderr)
 	}
-	pcfg, err := pgxpool.ParseConfig(*dbURL)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench baseline-server: --database-url: %v\n", err)
-		return 2
-	}
-	pcfg.MaxConns = int32(*maxConns)
-	pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = *syncCommit
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench baseline-server: %v\n", err)
-		return 1
-	}
-	defer pool.Close()
-	if _, err := pool.Exec(ctx, baselineSchema); err != nil {
-		fmt.Fprintf(stderr, "keysbench baseline-server: schema: %v\n", err)
-		return 1
-	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	hasher, _ := domain.NewHasher(secret)
-	s := &baselineServer{pool: pool, hasher: hasher}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+baselineProjectsPath, s.createProject)
-	mux.HandleFunc("POST /api/v1/user-api-keys", s.auth(s.createKey))
-	mux.HandleFunc("GET /api/v1/user-api-keys/{id}", s.auth(s.getKey))
-	mux.HandleFunc("PATCH /api/v1/user-api-keys/{id}", s.auth(s.updateKey))
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench baseline-server: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "keysbench baseline-server: http://%s (pool %d, synchronous_commit=%s)\n", ln.Addr(), *maxConns, *syncCommit)
-	return serveUntilDone(ctx, ln, api.NewServer(*addr, mux), stderr)
 }
 
 func serveUntilDone(ctx context.Context, ln net.Listener, srv *http.Server, stderr io.Writer) int {
@@ -311,23 +309,20 @@ var floorBody = []byte(`{"id":"6f48d739-92d8-4fc6-b7ae-a93c60a1a640","descriptio
 
 // runFloorServer serves the HTTP floor: a trivial Go handler that reads the request body and
 // answers every request with the same JSON, through the same http.Server settings as keysd.
-func runFloorServer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keysbench floor-server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runFloorServer(fs *flag.FlagSet, _ *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
 	addr := fs.String("http-addr", "127.0.0.1:8092", "HTTP listen address")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			_, _ = w.Write(floorBody)
+		})
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench floor-server: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "keysbench floor-server: http://%s\n", ln.Addr())
+		return serveUntilDone(ctx, ln, api.NewServer(*addr, h), stderr)
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		_, _ = w.Write(floorBody)
-	})
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench floor-server: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "keysbench floor-server: http://%s\n", ln.Addr())
-	return serveUntilDone(ctx, ln, api.NewServer(*addr, h), stderr)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyledger/keyledger/eventstore"
 	"github.com/keyledger/keyledger/internal/testenv"
 )
 
@@ -25,13 +25,15 @@ func scenario(name string) loadConfig {
 }
 
 // serve runs one of keysbench's servers in this process until the test ends.
-func serve(t *testing.T, run func(context.Context, []string, io.Writer, io.Writer) int, args ...string) string {
+func serve(t *testing.T, command string, args ...string) string {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var stdout, stderr bytes.Buffer
-	go func() { done <- run(ctx, append(args, "--http-addr", addr), &stdout, &stderr) }()
+	go func() {
+		done <- dispatch(ctx, append([]string{command, "--http-addr", addr}, args...), &stdout, &stderr)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != 0 {
@@ -56,7 +58,7 @@ func expectClean(t *testing.T, r result) {
 
 func TestBaselineServesTheKeysAPIOnPostgreSQL(t *testing.T) {
 	ctx := context.Background()
-	url := serve(t, runBaselineServer, "--database-url", testenv.Postgres(t))
+	url := serve(t, "baseline-server", "--database-url", testenv.Postgres(t))
 	tg, err := prepare(ctx, "baseline", setupConfig{Kind: kindBaseline, URL: url, Keys: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func TestBaselineServesTheKeysAPIOnPostgreSQL(t *testing.T) {
 
 func TestFloorAnswersEveryRequest(t *testing.T) {
 	ctx := context.Background()
-	url := serve(t, runFloorServer)
+	url := serve(t, "floor-server")
 	tg, err := prepare(ctx, "floor", setupConfig{Kind: kindFloor, URL: url, Keys: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +118,7 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 		t.Fatalf("keysd: %v\n%s", err, out.String())
 	}
 	tg, err := prepare(ctx, "keysd", setupConfig{Kind: kindKeysd, URL: "http://" + httpAddr,
-		NATSURL: "nats://" + natsAddr, SecretFile: filepath.Join(dir, "secret"), Keys: 40})
+		NATS: eventstore.ConnectConfig{URLs: "nats://" + natsAddr}, SecretFile: filepath.Join(dir, "secret"), Keys: 40})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -135,5 +137,31 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "level=ERROR") {
 		t.Errorf("keysd logged errors:\n%s", out.String())
+	}
+}
+
+// TestCommandLine: one dispatcher, cobra's, with keysbench's exit statuses.
+func TestCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		code    int
+		mention string
+	}{
+		{nil, 2, "Available Commands"},
+		{[]string{"nope"}, 2, `unknown command "nope"`},
+		{[]string{"seed", "--bogus"}, 2, "unknown flag: --bogus"},
+		{[]string{"seed", "--events", "1"}, 2, "events >= projects+keys"},
+		{[]string{"run", "--scenario", "nope"}, 2, `--scenario "nope"`},
+		{[]string{"seed", "--nats-url", "nats://ops:hunter2@127.0.0.1:1", "--events", "20"}, 1, "nats://ops:xxxxx@127.0.0.1:1"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := dispatch(t.Context(), tc.args, &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stderr.String(), tc.mention) || strings.Contains(stderr.String(), "hunter2") {
+			t.Errorf("keysbench %v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, stderr.String(), tc.code, tc.mention)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := dispatch(t.Context(), []string{"-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "baseline-server") {
+		t.Errorf("keysbench -h: exit %d, stdout %q", code, stdout.String())
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -11,6 +10,10 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/keyledger/keyledger/eventstore"
 )
 
 // loadFlags are the flags every measuring command shares.
@@ -60,51 +63,47 @@ func registerTarget(fs *flag.FlagSet, prefix string, c *setupConfig, defaultKind
 	fs.StringVar(&c.ServerKey, prefix+"server-key", "", "the project's secret server key (with --"+prefix+"project-id)")
 }
 
-func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keysbench run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runRun(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
 	var lf loadFlags
 	lf.register(fs, 1)
 	var tc setupConfig
 	registerTarget(fs, "", &tc, kindKeysd, "http://127.0.0.1:8080")
-	fs.StringVar(&tc.NATSURL, "nats-url", "nats://127.0.0.1:4223", "keysd: NATS, to create the project as keysctl does")
 	fs.StringVar(&tc.SecretFile, "secret-file", "data/secret", "keysd: the deployment's server-side secret")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if err := lf.validate(); err != nil {
-		fmt.Fprintf(stderr, "keysbench run: %v\n", err)
-		return 2
-	}
-	tc.Keys = lf.keys
-	t, err := prepare(ctx, tc.Kind, tc)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench run: %v\n", err)
-		return 1
-	}
-	var all []result
-	for _, sc := range strings.Split(lf.scenarios, ",") {
-		for range lf.runs {
-			r, err := runLoad(ctx, t, lf.config(sc))
-			if err != nil {
-				fmt.Fprintf(stderr, "keysbench run: %v\n", err)
-				return 1
-			}
-			all = append(all, r)
-			if !lf.json {
-				fmt.Fprintf(stderr, "%s %s: %.0f req/s p99 %.2f ms\n", r.Target, r.Scenario, r.RPS, r.P99Ms)
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		if err := lf.validate(); err != nil {
+			fmt.Fprintf(stderr, "keysbench run: %v\n", err)
+			return 2
+		}
+		tc.Keys, tc.NATS = lf.keys, *conn
+		t, err := prepare(ctx, tc.Kind, tc)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench run: %v\n", err)
+			return 1
+		}
+		var all []result
+		for _, sc := range strings.Split(lf.scenarios, ",") {
+			for range lf.runs {
+				r, err := runLoad(ctx, t, lf.config(sc))
+				if err != nil {
+					fmt.Fprintf(stderr, "keysbench run: %v\n", err)
+					return 1
+				}
+				all = append(all, r)
+				if !lf.json {
+					fmt.Fprintf(stderr, "%s %s: %.0f req/s p99 %.2f ms\n", r.Target, r.Scenario, r.RPS, r.P99Ms)
+				}
 			}
 		}
+		if lf.json {
+			return printJSON(stdout, map[string]any{"runs": all, "medians": medians(all)})
+		}
+		printTable(stdout, all)
+		if lf.runs > 1 {
+			fmt.Fprintln(stdout, "\nmedians:")
+			printTable(stdout, medians(all))
+		}
+		return 0
 	}
-	if lf.json {
-		return printJSON(stdout, map[string]any{"runs": all, "medians": medians(all)})
-	}
-	printTable(stdout, all)
-	if lf.runs > 1 {
-		fmt.Fprintln(stdout, "\nmedians:")
-		printTable(stdout, medians(all))
-	}
-	return 0
 }
 
 // comparison is one scenario's medians on keysd and on the other target, and their ratios.
@@ -119,80 +118,76 @@ type comparison struct {
 	P999Ratio float64 `json:"p99_9_ratio"`
 }
 
-func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keysbench compare", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runCompare(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
 	var lf loadFlags
 	lf.register(fs, 3)
 	var kc, oc setupConfig
 	kc.Kind = kindKeysd
 	fs.StringVar(&kc.URL, "keysd-url", "http://127.0.0.1:8080", "keysd's base URL")
-	fs.StringVar(&kc.NATSURL, "nats-url", "nats://127.0.0.1:4223", "keysd's NATS, to create the project as keysctl does")
 	fs.StringVar(&kc.SecretFile, "secret-file", "data/secret", "keysd's server-side secret")
 	registerTarget(fs, "other-", &oc, kindBaseline, "http://127.0.0.1:8091")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if err := lf.validate(); err != nil {
-		fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
-		return 2
-	}
-	kc.Keys, oc.Keys = lf.keys, lf.keys
-	kt, err := prepare(ctx, "keysd", kc)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
-		return 1
-	}
-	ot, err := prepare(ctx, oc.Kind, oc)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
-		return 1
-	}
-	var all []result
-	var comps []comparison
-	for _, sc := range strings.Split(lf.scenarios, ",") {
-		var ks, os []result
-		for i := range lf.runs {
-			// Interleaved, so that a change in the machine's load hits both alike.
-			pair := []*target{kt, ot}
-			if i%2 == 1 {
-				pair = []*target{ot, kt}
-			}
-			for _, t := range pair {
-				r, err := runLoad(ctx, t, lf.config(sc))
-				if err != nil {
-					fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
-					return 1
-				}
-				if !lf.json {
-					fmt.Fprintf(stderr, "run %d %s %s: %.0f req/s p99 %.2f ms\n", i+1, r.Target, r.Scenario, r.RPS, r.P99Ms)
-				}
-				all = append(all, r)
-				if t == kt {
-					ks = append(ks, r)
-				} else {
-					os = append(os, r)
-				}
-			}
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		if err := lf.validate(); err != nil {
+			fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+			return 2
 		}
-		km, om := medians(ks)[0], medians(os)[0]
-		comps = append(comps, comparison{Scenario: sc, Keysd: km, Other: om,
-			RPSRatio: ratio(km.RPS, om.RPS), OKRatio: ratio(km.OKRPS, om.OKRPS),
-			P50Ratio: ratio(km.P50Ms, om.P50Ms), P99Ratio: ratio(km.P99Ms, om.P99Ms), P999Ratio: ratio(km.P999Ms, om.P999Ms)})
+		kc.Keys, oc.Keys, kc.NATS = lf.keys, lf.keys, *conn
+		kt, err := prepare(ctx, "keysd", kc)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+			return 1
+		}
+		ot, err := prepare(ctx, oc.Kind, oc)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+			return 1
+		}
+		var all []result
+		var comps []comparison
+		for _, sc := range strings.Split(lf.scenarios, ",") {
+			var ks, os []result
+			for i := range lf.runs {
+				// Interleaved, so that a change in the machine's load hits both alike.
+				pair := []*target{kt, ot}
+				if i%2 == 1 {
+					pair = []*target{ot, kt}
+				}
+				for _, t := range pair {
+					r, err := runLoad(ctx, t, lf.config(sc))
+					if err != nil {
+						fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+						return 1
+					}
+					if !lf.json {
+						fmt.Fprintf(stderr, "run %d %s %s: %.0f req/s p99 %.2f ms\n", i+1, r.Target, r.Scenario, r.RPS, r.P99Ms)
+					}
+					all = append(all, r)
+					if t == kt {
+						ks = append(ks, r)
+					} else {
+						os = append(os, r)
+					}
+				}
+			}
+			km, om := medians(ks)[0], medians(os)[0]
+			comps = append(comps, comparison{Scenario: sc, Keysd: km, Other: om,
+				RPSRatio: ratio(km.RPS, om.RPS), OKRatio: ratio(km.OKRPS, om.OKRPS),
+				P50Ratio: ratio(km.P50Ms, om.P50Ms), P99Ratio: ratio(km.P99Ms, om.P99Ms), P999Ratio: ratio(km.P999Ms, om.P999Ms)})
+		}
+		if lf.json {
+			return printJSON(stdout, map[string]any{"runs": all, "comparisons": comps})
+		}
+		printTable(stdout, all)
+		fmt.Fprintf(stdout, "\nmedians of %d runs, keysd / %s:\n", lf.runs, ot.Name)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "scenario\tkeysd req/s\tother req/s\treq/s ratio\tkeysd p50\tother p50\tkeysd p99\tother p99\tp99 ratio\t")
+		for _, c := range comps {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.2f\t%.2f\t%.2f\t%.2f\t%.2fx\t\n", c.Scenario, c.Keysd.RPS, c.Other.RPS, c.RPSRatio,
+				c.Keysd.P50Ms, c.Other.P50Ms, c.Keysd.P99Ms, c.Other.P99Ms, c.P99Ratio)
+		}
+		_ = tw.Flush()
+		return 0
 	}
-	if lf.json {
-		return printJSON(stdout, map[string]any{"runs": all, "comparisons": comps})
-	}
-	printTable(stdout, all)
-	fmt.Fprintf(stdout, "\nmedians of %d runs, keysd / %s:\n", lf.runs, ot.Name)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tkeysd req/s\tother req/s\treq/s ratio\tkeysd p50\tother p50\tkeysd p99\tother p99\tp99 ratio\t")
-	for _, c := range comps {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.2f\t%.2f\t%.2f\t%.2f\t%.2fx\t\n", c.Scenario, c.Keysd.RPS, c.Other.RPS, c.RPSRatio,
-			c.Keysd.P50Ms, c.Other.P50Ms, c.Keysd.P99Ms, c.Other.P99Ms, c.P99Ratio)
-	}
-	_ = tw.Flush()
-	return 0
 }
 
 func ratio(a, b float64) float64 {

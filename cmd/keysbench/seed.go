@@ -6,13 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
+	flag "github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keyledger/keyledger/domain"
@@ -32,51 +31,49 @@ type seedSummary struct {
 // renamed in rounds (round r carries version r+1 of every key that has one), one key in ten
 // revoked by its last event. Each round is published in parallel chunks of distinct keys,
 // so versions stay contiguous per key while the keys interleave as under real load.
-func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keysbench seed", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsURL := fs.String("nats-url", "nats://127.0.0.1:4223", "`URL` of the NATS server(s)")
+func runSeed(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
 	events := fs.Int("events", 1_000_000, "how many events to append in all, projects included")
 	keys := fs.Int("keys", 0, "how many keys (default events/4)")
 	projects := fs.Int("projects", 10, "how many projects")
 	users := fs.Int("users", 1000, "how many user ids per project")
 	chunk := fs.Int("chunk", 1000, "events per pipelined publish")
 	parallel := fs.Int("parallel", 4, "chunks published at once (chunk*parallel at most 4000, the client's limit of pending publishes)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	return func(ctx context.Context, stdout, stderr io.Writer) int {
+		if *keys == 0 {
+			*keys = *events / 4
+		}
+		if *projects < 1 || *keys < 1 || *events < *projects+*keys || *chunk < 1 || *parallel < 1 || *chunk**parallel > 4000 || *users < 1 {
+			fmt.Fprintln(stderr, "keysbench seed: need projects >= 1, keys >= 1, events >= projects+keys, chunk >= 1, parallel >= 1, chunk*parallel <= 4000")
+			return 2
+		}
+		start := time.Now()
+		c := *conn
+		c.Name = "keysbench seed"
+		nc, err := eventstore.Connect(c)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
+			return 1
+		}
+		defer nc.Close()
+		store, err := eventstore.Open(ctx, nc, eventstore.Config{Timeout: 30 * time.Second})
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
+			return 1
+		}
+		s := &seeder{store: store, parallel: *parallel, chunk: *chunk, stderr: stderr, total: *events, start: start}
+		if err := s.run(ctx, *projects, *keys, *users, *events-*projects); err != nil {
+			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
+			return 1
+		}
+		last, err := store.LastSeq(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
+			return 1
+		}
+		out, _ := json.Marshal(seedSummary{Events: s.done, Keys: *keys, Projects: *projects, LastSeq: last, Seconds: time.Since(start).Seconds()})
+		fmt.Fprintf(stdout, "%s\n", out)
+		return 0
 	}
-	if *keys == 0 {
-		*keys = *events / 4
-	}
-	if *projects < 1 || *keys < 1 || *events < *projects+*keys || *chunk < 1 || *parallel < 1 || *chunk**parallel > 4000 || *users < 1 {
-		fmt.Fprintln(stderr, "keysbench seed: need projects >= 1, keys >= 1, events >= projects+keys, chunk >= 1, parallel >= 1, chunk*parallel <= 4000")
-		return 2
-	}
-	start := time.Now()
-	nc, err := nats.Connect(*natsURL, nats.Name("keysbench seed"))
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench seed: connect to %s: %v\n", *natsURL, err)
-		return 1
-	}
-	defer nc.Close()
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{Timeout: 30 * time.Second})
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
-		return 1
-	}
-	s := &seeder{store: store, parallel: *parallel, chunk: *chunk, stderr: stderr, total: *events, start: start}
-	if err := s.run(ctx, *projects, *keys, *users, *events-*projects); err != nil {
-		fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
-		return 1
-	}
-	last, err := store.LastSeq(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
-		return 1
-	}
-	out, _ := json.Marshal(seedSummary{Events: s.done, Keys: *keys, Projects: *projects, LastSeq: last, Seconds: time.Since(start).Seconds()})
-	fmt.Fprintf(stdout, "%s\n", out)
-	return 0
 }
 
 type seeder struct {

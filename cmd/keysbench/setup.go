@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
@@ -31,9 +29,9 @@ const (
 type setupConfig struct {
 	Kind       string
 	URL        string
-	NATSURL    string // keysd: where keysctl's logic creates the project
-	SecretFile string // keysd: the deployment's server-side secret
-	ProjectID  string // given credentials skip project creation
+	NATS       eventstore.ConnectConfig // keysd: where keysctl's logic creates the project
+	SecretFile string                   // keysd: the deployment's server-side secret
+	ProjectID  string                   // given credentials skip project creation
 	ServerKey  string
 	Keys       int
 }
@@ -54,7 +52,7 @@ func prepare(ctx context.Context, name string, c setupConfig) (*target, error) {
 		var err error
 		switch c.Kind {
 		case kindKeysd:
-			t.ProjectID, t.ServerKey, err = createKeysdProject(ctx, c.NATSURL, c.SecretFile)
+			t.ProjectID, t.ServerKey, err = createKeysdProject(ctx, c.NATS, c.SecretFile)
 		case kindBaseline:
 			t.ProjectID, t.ServerKey, err = createBaselineProject(ctx, c.URL)
 		default:
@@ -81,7 +79,7 @@ func floorKey(i int) benchKey {
 
 // createKeysdProject does what `keysctl projects create` does: append ProjectCreated with the
 // deployment's secret.
-func createKeysdProject(ctx context.Context, natsURL, secretFile string) (string, string, error) {
+func createKeysdProject(ctx context.Context, conn eventstore.ConnectConfig, secretFile string) (string, string, error) {
 	secret, _, err := secretfile.LoadOrCreate(secretFile)
 	if err != nil {
 		return "", "", err
@@ -90,9 +88,10 @@ func createKeysdProject(ctx context.Context, natsURL, secretFile string) (string
 	if err != nil {
 		return "", "", err
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("keysbench"), nats.Timeout(5*time.Second))
+	conn.Name, conn.Timeout = "keysbench", 5*time.Second
+	nc, err := eventstore.Connect(conn)
 	if err != nil {
-		return "", "", fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+		return "", "", err
 	}
 	defer nc.Close()
 	store, err := eventstore.Open(ctx, nc, eventstore.Config{})
