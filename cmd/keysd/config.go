@@ -2,26 +2,34 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/keyledger/keyledger/eventstore"
 )
 
-// config is keysd's configuration: every flag also reads an environment variable, and the
-// flag wins (CONTRACT section 1).
+// config is keysd's configuration (CONTRACT section 1). Every flag also reads an environment
+// variable, KEYS_ and its name in capitals with underscores (--http-addr: KEYS_HTTP_ADDR); the
+// flag wins. A value keysd cannot use stops it at start: nothing is ignored.
 type config struct {
 	HTTPAddr         string
 	NATSURL          string
+	NATSCreds        string
+	NATSTLSCA        string
+	NATSTLSCert      string
+	NATSTLSKey       string
 	EmbeddedNATSAddr string
 	DataDir          string
 	DatabaseURL      string
 	SecretFile       string
+	StreamReplicas   int
 	SyncAlways       bool
 	ReadBarrier      string
 	ShutdownTimeout  time.Duration
@@ -33,59 +41,88 @@ type config struct {
 	KeyCacheSize     int
 }
 
-// parseConfig reads flags and environment. A bad flag is a usage error (exit 2).
-func parseConfig(args []string, getenv func(string) string) (config, error) {
-	var c config
+// defaultConfig is keysd with no flags and no variables: everything in one process.
+func defaultConfig() config {
+	return config{
+		HTTPAddr:         "127.0.0.1:8080",
+		EmbeddedNATSAddr: "127.0.0.1:4223",
+		DataDir:          "./data",
+		StreamReplicas:   1,
+		ReadBarrier:      "auto",
+		ShutdownTimeout:  20 * time.Second,
+		RateLimit:        1000,
+		LogLevel:         "info",
+		KeyCache:         "auto",
+		KeyCacheSize:     200_000,
+	}
+}
+
+// envPrefix starts the name of every variable keysd reads.
+const envPrefix = "KEYS_"
+
+// envOf is the variable a flag reads: --key-cache-size reads KEYS_KEY_CACHE_SIZE.
+func envOf(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// flagSet declares keysd's flags on c, each defaulting to c's value. Its usage lines name
+// each flag's variable.
+func (c *config) flagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("keysd", flag.ContinueOnError)
-	// Parse errors are reported once, by main, as one line; -h prints the full usage.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fs.SetOutput(os.Stderr)
-		fmt.Fprintln(os.Stderr, "Usage: keysd [flags]   (every flag also reads the environment variable shown; the flag wins)")
-		fs.PrintDefaults()
-	}
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
+	fs.SetOutput(io.Discard) // errors are reported once, by main, as one line
+	fs.SortFlags = false
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen `address`")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server(s), comma-separated `URLs`; a user and password or a token in a URL are used; empty: run an embedded NATS server")
+	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials `file` (user JWT and nkey seed) to connect with (with --nats-url)")
+	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", c.NATSTLSCA, "PEM `file` of the CA(s) to trust for TLS to NATS (with --nats-url)")
+	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", c.NATSTLSCert, "PEM `file` of a client certificate for mutual TLS to NATS, with --nats-tls-key")
+	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", c.NATSTLSKey, "PEM `file` of the client certificate's key")
+	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", c.EmbeddedNATSAddr, "listen `address` of the embedded NATS server, for keysctl and audit consumers")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "the embedded server's JetStream storage and the default secret file's `directory`")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL read model (pgx connection string `URL`); empty: in-process read model rebuilt from the stream")
+	fs.StringVar(&c.SecretFile, "secret-file", c.SecretFile, "server-side secret `file` shared by the deployment; created when missing (default <data-dir>/secret)")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", c.StreamReplicas, "replicas (`1 to 5`) of every stream keysd creates: 3 on a NATS cluster; an existing stream is used as it is")
+	fs.BoolVar(&c.SyncAlways, "sync-always", c.SyncAlways, "every append on disk before its acknowledgement (survives machine crashes): the embedded NATS server syncs every write, and concurrent appends on different keys are group-committed to share one flush; with --nats-url, set it when that server runs with sync_interval: always")
+	fs.StringVar(&c.ReadBarrier, "read-barrier", c.ReadBarrier, "reads wait for the projector to reach the stream's end: `auto` (when several instances may share the stream with per-process read models), on, off")
+	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "API `requests per second` allowed to each project; more get 429 RATE_LIMITED; 0: no limit")
+	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "`requests` a project may send at once above --rate-limit; 0: twice --rate-limit")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight requests (a `duration` such as 20s)")
+	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: `auto` (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off")
+	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key cache holds")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve Go's profiler (net/http/pprof) on this `address`, for performance work; empty: off")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envOf(f.Name) + ")" })
+	return fs
+}
+
+// parseConfig reads the environment, then the flags over it, and validates the result. A
+// value that does not parse, an unknown flag and a value keysd cannot use are errors naming
+// the flag or variable and the value (exit status 2). -h returns flag.ErrHelp.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	c := defaultConfig()
+	fs := c.flagSet()
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envOf(f.Name)
+		v := getenv(name)
+		if v == "" {
+			return
 		}
-		return def
-	}
-	envBool := func(name string, def bool) bool {
-		if v := getenv(name); v != "" {
-			if b, err := strconv.ParseBool(v); err == nil {
-				return b
-			}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %s", name, v, want(f)))
 		}
-		return def
-	}
-	envFloat := func(name string, def float64) float64 {
-		if v := getenv(name); v != "" {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				return f
-			}
-		}
-		return def
-	}
-	fs.StringVar(&c.HTTPAddr, "http-addr", env("KEYS_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address (env KEYS_HTTP_ADDR)")
-	fs.StringVar(&c.NATSURL, "nats-url", env("KEYS_NATS_URL", ""), "NATS server(s), comma-separated; empty: run an embedded NATS server (env KEYS_NATS_URL)")
-	fs.StringVar(&c.EmbeddedNATSAddr, "embedded-nats-addr", env("KEYS_EMBEDDED_NATS_ADDR", "127.0.0.1:4223"), "listen address of the embedded NATS server (env KEYS_EMBEDDED_NATS_ADDR)")
-	fs.StringVar(&c.DataDir, "data-dir", env("KEYS_DATA_DIR", "./data"), "the embedded server's JetStream storage and the default secret file (env KEYS_DATA_DIR)")
-	fs.StringVar(&c.DatabaseURL, "database-url", env("KEYS_DATABASE_URL", ""), "PostgreSQL read model (pgx connection string); empty: in-process read model rebuilt from the stream (env KEYS_DATABASE_URL)")
-	fs.StringVar(&c.SecretFile, "secret-file", env("KEYS_SECRET_FILE", ""), "server-side secret shared by the deployment; created when missing (default <data-dir>/secret; env KEYS_SECRET_FILE)")
-	fs.BoolVar(&c.SyncAlways, "sync-always", envBool("KEYS_SYNC_ALWAYS", false), "every append on disk before its acknowledgement (survives machine crashes): the embedded NATS server syncs every write, and concurrent appends on different keys are group-committed to share one flush; with --nats-url, set it when that server runs with sync_interval: always (env KEYS_SYNC_ALWAYS)")
-	fs.StringVar(&c.ReadBarrier, "read-barrier", env("KEYS_READ_BARRIER", "auto"), "reads wait for the projector to reach the stream's end: auto (when several instances may share the stream with per-process read models), on, off (env KEYS_READ_BARRIER)")
-	fs.Float64Var(&c.RateLimit, "rate-limit", envFloat("KEYS_RATE_LIMIT", 1000), "API requests per second allowed to each project; more get 429 RATE_LIMITED; 0: no limit (env KEYS_RATE_LIMIT)")
-	fs.IntVar(&c.RateBurst, "rate-burst", int(envFloat("KEYS_RATE_BURST", 0)), "requests a project may send at once above --rate-limit; 0: twice --rate-limit (env KEYS_RATE_BURST)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
-	fs.StringVar(&c.KeyCache, "key-cache", env("KEYS_KEY_CACHE", "auto"), "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: auto (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off (env KEYS_KEY_CACHE)")
-	fs.IntVar(&c.KeyCacheSize, "key-cache-size", 200_000, "most keys the key cache holds")
-	fs.StringVar(&c.PprofAddr, "pprof-addr", env("KEYS_PPROF_ADDR", ""), "serve Go's profiler (net/http/pprof) on this address, for performance work; empty: off (env KEYS_PPROF_ADDR)")
-	fs.StringVar(&c.LogLevel, "log-level", env("KEYS_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYS_LOG_LEVEL)")
-	if err := fs.Parse(args); err != nil {
+	})
+	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, badFlag(fs, err)
+	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q: keysd takes flags only", fs.Arg(0))
 	}
 	if c.SecretFile == "" {
 		c.SecretFile = filepath.Join(c.DataDir, "secret")
@@ -93,42 +130,142 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	return c, c.Validate()
 }
 
+// badFlag rewords pflag's parse error of a value as want does for variables.
+func badFlag(fs *flag.FlagSet, err error) error {
+	var name string
+	if _, after, ok := strings.Cut(err.Error(), ` for "--`); ok {
+		name, _, _ = strings.Cut(after, `"`)
+	}
+	if f := fs.Lookup(name); f != nil {
+		value := err.Error()
+		if _, after, ok := strings.Cut(value, `invalid argument "`); ok {
+			value, _, _ = strings.Cut(after, `" for`)
+		}
+		return fmt.Errorf("--%s %q: %s", name, value, want(f))
+	}
+	return err
+}
+
+// want says what a flag takes, by its type.
+func want(f *flag.Flag) string {
+	switch f.Value.Type() {
+	case "bool":
+		return "want true or false"
+	case "duration":
+		return "want a duration such as 20s or 1m30s"
+	case "int":
+		return "want a whole number"
+	case "float64":
+		return "want a number"
+	}
+	return "not a valid value"
+}
+
+// usage prints every flag with its variable and default.
+func usage(w io.Writer) {
+	c := defaultConfig()
+	fs := c.flagSet()
+	fmt.Fprintln(w, "Usage: keysd [flags]")
+	fmt.Fprintln(w, "Every flag also reads the environment variable shown; the flag wins. A value keysd cannot use stops it with exit status 2.")
+	fmt.Fprint(w, fs.FlagUsages())
+}
+
+// named is how a problem names a setting: both spellings, since it may come from either.
+func named(flagName string) string { return "--" + flagName + " (" + envOf(flagName) + ")" }
+
 // Validate reports every problem with the configuration at once.
 func (c config) Validate() error {
 	var errs []error
+	bad := func(flagName string, value any, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s %s: %s", named(flagName), quoted(value), fmt.Sprintf(format, a...)))
+	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		errs = append(errs, fmt.Errorf("--http-addr %q: %v", c.HTTPAddr, err))
+		bad("http-addr", c.HTTPAddr, "want host:port (%v)", err)
 	}
 	if c.NATSURL == "" {
 		if _, _, err := net.SplitHostPort(c.EmbeddedNATSAddr); err != nil {
-			errs = append(errs, fmt.Errorf("--embedded-nats-addr %q: %v", c.EmbeddedNATSAddr, err))
+			bad("embedded-nats-addr", c.EmbeddedNATSAddr, "want host:port (%v)", err)
 		}
 		if c.DataDir == "" {
-			errs = append(errs, errors.New("--data-dir must not be empty with the embedded NATS server"))
+			errs = append(errs, fmt.Errorf("%s must not be empty with the embedded NATS server", named("data-dir")))
+		}
+		for _, f := range c.natsFiles() {
+			if f.path != "" {
+				bad(f.flag, f.path, "applies only with --nats-url (keysd connects to its embedded server in process)")
+			}
+		}
+		if c.StreamReplicas > 1 {
+			bad("stream-replicas", c.StreamReplicas, "more than 1 needs a NATS cluster (--nats-url): the embedded server is one node")
+		}
+	} else if err := eventstore.CheckURLs(c.NATSURL); err != nil {
+		errs = append(errs, fmt.Errorf("%s %v", named("nats-url"), err))
+	}
+	for _, f := range c.natsFiles() {
+		if _, err := os.Stat(f.path); f.path != "" && c.NATSURL != "" && err != nil {
+			bad(f.flag, f.path, "cannot read it (%v)", errors.Unwrap(err))
 		}
 	}
-	if c.RateLimit < 0 || c.RateBurst < 0 {
-		errs = append(errs, fmt.Errorf("--rate-limit %g and --rate-burst %d must not be negative", c.RateLimit, c.RateBurst))
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, fmt.Errorf("%s and %s go together: give both or neither", named("nats-tls-cert"), named("nats-tls-key")))
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		bad("stream-replicas", c.StreamReplicas, "want 1 to 5")
+	}
+	if c.RateLimit < 0 {
+		bad("rate-limit", c.RateLimit, "must not be negative")
+	}
+	if c.RateBurst < 0 {
+		bad("rate-burst", c.RateBurst, "must not be negative")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", c.ShutdownTimeout, "must be positive")
 	}
 	switch c.ReadBarrier {
 	case "auto", "on", "off":
 	default:
-		errs = append(errs, fmt.Errorf("--read-barrier %q: want auto, on or off", c.ReadBarrier))
+		bad("read-barrier", c.ReadBarrier, "want auto, on or off")
 	}
 	switch c.KeyCache {
 	case "auto", "on", "off":
 	default:
-		errs = append(errs, fmt.Errorf("--key-cache %q: want auto, on or off", c.KeyCache))
+		bad("key-cache", c.KeyCache, "want auto, on or off")
+	}
+	if c.KeyCache == "on" && c.DatabaseURL == "" {
+		bad("key-cache", c.KeyCache, "caches the PostgreSQL read model: it needs --database-url")
 	}
 	if c.KeyCacheSize < 1 {
-		errs = append(errs, fmt.Errorf("--key-cache-size must be positive, got %d", c.KeyCacheSize))
+		bad("key-cache-size", c.KeyCacheSize, "must be positive")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+		bad("log-level", c.LogLevel, "want debug, info, warn or error")
 	}
 	return errors.Join(errs...)
+}
+
+// natsFile is a file keysd reads to connect to NATS, with the flag that names it.
+type natsFile struct{ flag, path string }
+
+func (c config) natsFiles() []natsFile {
+	return []natsFile{{"nats-creds", c.NATSCreds}, {"nats-tls-ca", c.NATSTLSCA}, {"nats-tls-cert", c.NATSTLSCert}, {"nats-tls-key", c.NATSTLSKey}}
+}
+
+// quoted shows a value in a problem: strings quoted (an empty one visible), others as they are.
+func quoted(v any) string {
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprint(v)
+}
+
+// natsConfig is how keysd connects to --nats-url; with the embedded server, URLs is empty and
+// keysd connects in process.
+func (c config) natsConfig() eventstore.ConnectConfig {
+	return eventstore.ConnectConfig{
+		URLs: c.NATSURL, Name: "keysd", Timeout: 5 * time.Second,
+		CredsFile: c.NATSCreds, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
+	}
 }
 
 // readBarrier: with an external NATS and a per-process read model, another keysd may have

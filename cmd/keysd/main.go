@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	flag "github.com/spf13/pflag"
 
 	"github.com/keyledger/keyledger/api"
 	"github.com/keyledger/keyledger/commands"
@@ -35,6 +35,7 @@ import (
 func main() {
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
+		usage(os.Stdout)
 		os.Exit(0)
 	}
 	if err != nil {
@@ -72,7 +73,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}()
 
 	// Group commit pays off only when the server flushes every write (see eventstore.Config).
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways})
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas})
 	if err != nil {
 		return err
 	}
@@ -151,7 +152,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 // to it in-process.
 func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, error) {
 	handlers := []nats.Option{
-		nats.Name("keysd"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		// No buffering while reconnecting: an append then fails at once (503, safe to retry)
@@ -171,16 +171,16 @@ func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, erro
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, err := nats.Connect("", append(handlers, nats.InProcessServer(ns))...)
+		nc, err := eventstore.Connect(cfg.natsConfig(), append(handlers, nats.InProcessServer(ns))...)
 		if err != nil {
 			ns.Shutdown()
 			return nil, nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
 		}
 		return nc, ns, nil
 	}
-	nc, err := nats.Connect(cfg.NATSURL, append(handlers, nats.Timeout(5*time.Second))...)
+	nc, err := eventstore.Connect(cfg.natsConfig(), handlers...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %v", cfg.NATSURL, err)
+		return nil, nil, fmt.Errorf("cannot reach NATS: %w", err)
 	}
 	return nc, nil, nil
 }
@@ -215,13 +215,18 @@ func printBanner(w io.Writer, cfg config, httpAddr string, embedded bool, rmDesc
 	if embedded {
 		fmt.Fprintf(w, "keysd: embedded NATS (JetStream) on nats://%s, storage in %s\n", cfg.EmbeddedNATSAddr, cfg.DataDir)
 	} else {
-		fmt.Fprintf(w, "keysd: NATS at %s\n", cfg.NATSURL)
+		fmt.Fprintf(w, "keysd: NATS at %s\n", eventstore.RedactURLs(cfg.NATSURL))
 	}
 	fmt.Fprintf(w, "keysd: read model: %s\n", rmDesc)
 	fmt.Fprintf(w, "keysd: server-side secret: %s\n", cfg.SecretFile)
 	ctl := "go run ./cmd/keysctl"
 	if !embedded {
-		ctl += " --nats-url " + cfg.NATSURL
+		ctl += " --nats-url " + eventstore.RedactURLs(cfg.NATSURL)
+		for _, f := range cfg.natsFiles() {
+			if f.path != "" {
+				ctl += " --" + f.flag + " " + f.path
+			}
+		}
 	} else if cfg.EmbeddedNATSAddr != "127.0.0.1:4223" {
 		ctl += " --nats-url nats://" + cfg.EmbeddedNATSAddr
 	}
