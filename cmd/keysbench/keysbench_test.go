@@ -46,6 +46,18 @@ func serve(t *testing.T, command string, args ...string) string {
 	return "http://" + addr
 }
 
+// measure runs one load, again for longer (up to 2.4 s) when a busy machine let no request
+// finish within the run: the tests check what the requests did, never how fast.
+func measure(ctx context.Context, tg *target, cfg loadConfig) (result, error) {
+	for try := 0; ; try++ {
+		r, err := runLoad(ctx, tg, cfg)
+		if err != nil || r.Requests > 0 || try == 3 {
+			return r, err
+		}
+		cfg.Duration *= 2
+	}
+}
+
 func expectClean(t *testing.T, r result) {
 	t.Helper()
 	if r.OK == 0 || len(r.Errors) > 0 || r.Requests != r.OK {
@@ -64,7 +76,7 @@ func TestBaselineServesTheKeysAPIOnPostgreSQL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sc := range []string{"patch", "patch-hot", "get", "revoke", "create"} {
-		r, err := runLoad(ctx, tg, scenario(sc))
+		r, err := measure(ctx, tg, scenario(sc))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +102,7 @@ func TestFloorAnswersEveryRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []loadConfig{scenario("check"), {Scenario: "check", Clients: 2, Rate: 500, Duration: 300 * time.Millisecond}} {
-		r, err := runLoad(ctx, tg, c)
+		r, err := measure(ctx, tg, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +136,7 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	}
 	// Checks before revocations: a check of a revoked key is API_KEY_REVOKED.
 	for _, sc := range []string{"patch", "patch-hot", "get", "check", "create", "revoke", "mixed"} {
-		r, err := runLoad(ctx, tg, scenario(sc))
+		r, err := measure(ctx, tg, scenario(sc))
 		if err != nil {
 			t.Fatal(err)
 		}
