@@ -68,19 +68,31 @@ func EvolveKey(k *Key, e Event) (*Key, error) {
 		}
 		return &Key{s: s}, nil
 	}
+	next := &Key{s: k.s}
+	if err := next.Evolve(e); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// Evolve folds one event into an existing key in place: EvolveKey without the copy, for
+// folds of whole streams. On an error k is unchanged.
+func (k *Key) Evolve(e Event) error {
 	if e.KeyID != k.s.ID || e.ProjectID != k.s.ProjectID || e.Version != k.s.Version+1 {
-		return nil, fmt.Errorf("%w: %s of key %s version %d applied to key %s version %d",
+		return fmt.Errorf("%w: %s of key %s version %d applied to key %s version %d",
 			ErrInvalidEvent, e.Type, e.KeyID, e.Version, k.s.ID, k.s.Version)
 	}
+	def, ok := eventsByType[e.Type]
 	if !ok || !def.ForKey || def.Creates {
-		return nil, fmt.Errorf("%w: %s on existing key %s", ErrInvalidEvent, e.Type, k.s.ID)
+		return fmt.Errorf("%w: %s on existing key %s", ErrInvalidEvent, e.Type, k.s.ID)
 	}
 	next := k.s
 	next.Version = e.Version
 	if err := def.evolve(&next, e.Data); err != nil {
-		return nil, err
+		return err
 	}
-	return &Key{s: next}, nil
+	k.s = next
+	return nil
 }
 
 // FoldKey builds a key from its whole history, oldest first.

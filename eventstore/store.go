@@ -98,8 +98,14 @@ type RecordedEvent struct {
 }
 
 func decode(seq uint64, subject string, stored time.Time, data []byte) RecordedEvent {
+	return decodeWith(domain.UnmarshalEvent, seq, subject, stored, data)
+}
+
+// decodeWith is decode with the given decoder of the body: domain.UnmarshalEvent, or
+// domain.UnmarshalEventShared for bulk reads whose events share the message's bytes.
+func decodeWith(unmarshal func([]byte) (domain.Event, error), seq uint64, subject string, stored time.Time, data []byte) RecordedEvent {
 	r := RecordedEvent{Seq: seq, Subject: subject, Time: stored, Raw: data}
-	r.Event, r.Err = domain.UnmarshalEvent(data)
+	r.Event, r.Err = unmarshal(data)
 	if r.Err == nil && subject != "" && !strings.HasSuffix(subject, "."+string(r.Event.Type)) {
 		r.Err = fmt.Errorf("%w: %s event on subject %s", domain.ErrInvalidEvent, r.Event.Type, subject)
 		r.Event = domain.Event{}

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/domain"
 )
 
 // Subscription delivers the stream's messages in order from a starting sequence, through an
@@ -89,6 +90,13 @@ func (m rawMsg) decode() RecordedEvent {
 	return r
 }
 
+// decodeShared is decode whose event shares the message's bytes.
+func (m rawMsg) decodeShared() RecordedEvent {
+	r := decodeWith(domain.UnmarshalEventShared, m.seq, m.subject, m.stored, m.data)
+	r.Pending = m.pending
+	return r
+}
+
 // nextRaw is Next without decoding, so that decoding can happen elsewhere.
 func (sub *Subscription) nextRaw(ctx context.Context, wait time.Duration) (rawMsg, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
@@ -117,120 +125,21 @@ func (sub *Subscription) Stop() { sub.iter.Stop() }
 
 // ReadRange calls fn for each message with sequence from..until (until 0: up to the stream's
 // last sequence when ReadRange starts), in order, and returns the last sequence it read.
-// It is what replay tools use: bounded, with no server-side state left behind.
+// It is what replay tools use: bounded, with no server-side state left behind; ReadBatches
+// is the same read a batch at a time.
 func (s *Store) ReadRange(ctx context.Context, from, until uint64, fn func(RecordedEvent) error, opts ...SubscribeOption) (uint64, error) {
-	last, err := s.LastSeq(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if until == 0 || until > last {
-		until = last
-	}
-	if from == 0 {
-		from = 1
-	}
-	if from > until {
-		return from - 1, nil
-	}
-	sub, err := s.Subscribe(ctx, from, opts...)
-	if err != nil {
-		return 0, err
-	}
-	defer sub.Stop()
-	return readDecoded(ctx, sub, from, until, len(opts) > 0, fn)
-}
-
-// readDecoded reads raw messages on one goroutine, decodes them in chunks on all cores, and
-// hands them to fn in stream order: decoding JSON is most of a replay's work.
-func readDecoded(ctx context.Context, sub *Subscription, from, until uint64, filtered bool, fn func(RecordedEvent) error) (uint64, error) {
-	const chunkSize = 256
-	type chunk struct {
-		raw  []rawMsg
-		out  []RecordedEvent
-		done chan struct{}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	workers := max(1, runtime.GOMAXPROCS(0))
-	jobs := make(chan *chunk, workers)
-	ordered := make(chan *chunk, 2*workers)
-	var readErr error
-	go func() { // reader
-		defer close(ordered)
-		defer close(jobs)
-		read := from - 1
-		for read < until {
-			c := &chunk{raw: make([]rawMsg, 0, chunkSize), done: make(chan struct{})}
-			for len(c.raw) < chunkSize && read < until {
-				m, err := sub.nextRaw(ctx, 10*time.Second)
-				if errors.Is(err, ErrNoMessage) {
-					if ctx.Err() != nil {
-						readErr = ctx.Err()
-						break
-					}
-					if filtered { // a filtered subscription may have nothing more below until
-						until = read
-						break
-					}
-					continue
-				}
-				if err != nil {
-					readErr = err
-					break
-				}
-				if m.seq > until {
-					until = read
-					break
-				}
-				read = m.seq
-				c.raw = append(c.raw, m)
-				if m.pending == 0 {
-					until = read
-				}
-			}
-			if len(c.raw) > 0 {
-				select {
-				case jobs <- c:
-				case <-ctx.Done():
-					return
-				}
-				select {
-				case ordered <- c:
-				case <-ctx.Done():
-					return
-				}
-			}
-			if readErr != nil {
-				return
-			}
-		}
-	}()
-	for range workers {
-		go func() {
-			for c := range jobs {
-				c.out = make([]RecordedEvent, len(c.raw))
-				for i, m := range c.raw {
-					c.out[i] = m.decode()
-				}
-				close(c.done)
-			}
-		}()
-	}
-	read := from - 1
-	for c := range ordered {
-		<-c.done
-		for _, r := range c.out {
-			read = r.Seq
+	var last uint64
+	read, err := s.ReadBatches(ctx, from, until, func(b []RecordedEvent) error {
+		for _, r := range b {
+			last = r.Seq
 			if err := fn(r); err != nil {
-				cancel()
-				for range ordered { // let the reader finish
-				}
-				return read, err
+				return err
 			}
 		}
+		return nil
+	}, opts...)
+	if err != nil && last > 0 {
+		return last, err
 	}
-	if readErr != nil {
-		return read, readErr
-	}
-	return read, nil
+	return read, err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,7 +104,8 @@ func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (ui
 	if err != nil {
 		return m.checkpoint, err
 	}
-	for _, r := range todo {
+	for i := range todo {
+		r := &todo[i]
 		if r.Seq <= m.checkpoint {
 			continue
 		}
@@ -111,15 +113,7 @@ func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (ui
 		if r.Err != nil {
 			continue
 		}
-		if isKeyEvent(r.Event) {
-			m.applyKey(r)
-		} else if p, ok := projectOf(r); ok {
-			idx := m.intern(p.ID)
-			if m.projects[idx].snap == nil {
-				m.projects[idx].snap = &p
-				m.projects[idx].seq = r.Seq
-			}
-		}
+		m.applyOne(r)
 	}
 	return m.checkpoint, nil
 }
@@ -127,29 +121,17 @@ func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (ui
 func (m *Memory) applyKey(r eventstore.RecordedEvent) {
 	idx := m.intern(r.Event.ProjectID)
 	rec := m.lookup(idx, r.Event.KeyID)
-	var cur *keyState
 	if rec != nil {
-		s := m.decode(rec)
-		cur = &s
-	}
-	next, ok := evolveKey(cur, r)
-	if !ok {
+		m.update(rec, r)
 		return
 	}
-	if rec != nil {
-		// Only the mutable fields change; the user index keeps pointing at rec.
-		rec.description = next.Description
-		rec.version = int32(next.Version)
-		rec.lastSeq = next.LastSeq
-		if next.RevokedAt != nil {
-			rec.flags |= flagRevoked
-			rec.revokedAt = next.RevokedAt.UnixMilli()
-		}
+	next, ok := evolveKey(nil, r)
+	if !ok {
 		return
 	}
 	rec = encode(idx, next)
 	if rec.flags&flagOddID != 0 {
-		m.oddKeys[memOddRef{idx, next.ID}] = rec
+		m.oddKeys[memOddRef{idx, rec.odd.id}] = rec
 	} else {
 		m.keys[memKeyRef{idx, rec.uuid}] = rec
 	}
@@ -157,6 +139,37 @@ func (m *Memory) applyKey(r eventstore.RecordedEvent) {
 	list := m.byUser[ref]
 	i, _ := slices.BinarySearchFunc(list, rec, compareCreation)
 	m.byUser[ref] = slices.Insert(list, i, rec)
+}
+
+// update applies an event to an existing key in place, by evolveKey's rules, without
+// expanding the record: only what an event can change of an existing key (its description,
+// revocation and version) goes in and comes out. The id and project are the event's, which
+// lookup matched exactly. No allocation but a changed description's copy.
+func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
+	s := domain.KeySnapshot{ID: r.Event.KeyID, ProjectID: r.Event.ProjectID, Description: rec.description, Version: int(rec.version)}
+	var revokedAt time.Time
+	if rec.flags&flagRevoked != 0 {
+		revokedAt = time.UnixMilli(rec.revokedAt).UTC()
+		s.RevokedAt = &revokedAt
+	}
+	k := domain.RestoreKey(s)
+	if k.Evolve(r.Event) != nil {
+		return
+	}
+	next := k.Snapshot()
+	if !storable(next.Description) {
+		return
+	}
+	// The user index keeps pointing at rec.
+	if rec.description != next.Description {
+		rec.description = clone(next.Description)
+	}
+	rec.version = int32(next.Version)
+	rec.lastSeq = r.Seq
+	if next.RevokedAt != nil && rec.flags&flagRevoked == 0 {
+		rec.flags |= flagRevoked
+		rec.revokedAt = next.RevokedAt.UnixMilli()
+	}
 }
 
 // compareCreation orders keys oldest first.
@@ -170,6 +183,7 @@ func (m *Memory) intern(projectID string) uint32 {
 		return idx
 	}
 	idx := uint32(len(m.projects))
+	projectID = clone(projectID)
 	m.projects = append(m.projects, memProject{id: projectID})
 	m.projectIdx[projectID] = idx
 	return idx
@@ -184,8 +198,8 @@ func (m *Memory) lookup(project uint32, keyID string) *memKey {
 
 func encode(project uint32, s keyState) *memKey {
 	rec := &memKey{
-		userID:      s.UserID,
-		description: s.Description,
+		userID:      clone(s.UserID),
+		description: clone(s.Description),
 		createdAt:   s.CreatedAt.UnixMilli(),
 		lastSeq:     s.LastSeq,
 		createdSeq:  s.CreatedSeq,
@@ -197,19 +211,19 @@ func encode(project uint32, s keyState) *memKey {
 		rec.uuid = u
 	} else {
 		rec.flags |= flagOddID
-		odd.id = s.ID
+		odd.id = clone(s.ID)
 	}
 	if len(s.SecretHash) == 2*len(rec.hash) && isLowerHex(s.SecretHash) {
 		_, _ = hex.Decode(rec.hash[:], []byte(s.SecretHash))
 	} else {
 		rec.flags |= flagOddHash
-		odd.hash = s.SecretHash
+		odd.hash = clone(s.SecretHash)
 	}
 	if len(s.LastFour) <= len(rec.lastFour) {
 		rec.lastFourLen = uint8(copy(rec.lastFour[:], s.LastFour))
 	} else {
 		rec.flags |= flagOddLastFour
-		odd.lastFour = s.LastFour
+		odd.lastFour = clone(s.LastFour)
 	}
 	if rec.flags&(flagOddID|flagOddHash|flagOddLastFour) != 0 {
 		rec.odd = &odd
@@ -348,18 +362,21 @@ func (m *Memory) EachKey(ctx context.Context, fn func(KeyView) error) error {
 	return nil
 }
 
-// eachState calls fn for every key with its creation sequence, and every project with the
-// sequence of its creation, holding the read lock throughout: for Rebuild, which owns the
-// Memory it loads from.
-func (m *Memory) eachState(key func(keyState) error, project func(domain.ProjectSnapshot, uint64) error) error {
+// eachState calls key for every key with its creation sequence (unless keys is false), and
+// project (unless nil) for every project with the sequence of its creation, holding the read
+// lock throughout: for Rebuild, which owns the Memory it loads from.
+func (m *Memory) eachState(key func(keyState) error, project func(domain.ProjectSnapshot, uint64) error, keys bool) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for _, p := range m.projects {
-		if p.snap != nil {
+		if p.snap != nil && project != nil {
 			if err := project(*p.snap, p.seq); err != nil {
 				return err
 			}
 		}
+	}
+	if !keys {
+		return nil
 	}
 	for _, rec := range m.keys {
 		if err := key(m.decode(rec)); err != nil {
@@ -385,6 +402,10 @@ func (m *Memory) counts() (keys, projects int) {
 	}
 	return len(m.keys) + len(m.oddKeys), projects
 }
+
+// clone copies a string the read model keeps: decoded events may share the bytes of their
+// whole message (domain.UnmarshalEventShared), which a kept string would keep alive.
+func clone(s string) string { return strings.Clone(s) }
 
 // Close implements ReadModel; an in-process read model holds nothing to release.
 func (m *Memory) Close() {}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
@@ -50,8 +51,6 @@ type RebuildConfig struct {
 	// KeepOld keeps the replaced live schema, renamed to <schema>_old_<Unix time in nanoseconds>, instead of
 	// dropping it after the swap.
 	KeepOld bool
-	// BatchSize is how many events are read and folded at a time. Default 8192.
-	BatchSize int
 	// SwapLag is how many events may be left for the catch-up under the swap's lock; more
 	// are applied beforehand, without the lock. Default 1000.
 	SwapLag uint64
@@ -68,9 +67,6 @@ func (c *RebuildConfig) setDefaults() {
 		if c.AsOf {
 			c.Schema = AsOfSchema
 		}
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 8192
 	}
 	if c.SwapLag == 0 {
 		c.SwapLag = 1000
@@ -180,27 +176,31 @@ func (b *rebuild) run(ctx context.Context) (RebuildResult, error) {
 	b.total = until
 	res := RebuildResult{Schema: b.cfg.Schema}
 
-	// 1. Fold the stream into memory.
-	mem := NewMemory()
+	// 1. Fold the stream into memory, on every core, while PostgreSQL creates the fresh
+	// schema; 2. COPY the rows into it.
+	name := fmt.Sprintf("%s_rebuild_%d", DefaultSchema, time.Now().UnixNano())
+	created := make(chan error, 1)
+	go func() { created <- b.createFresh(ctx, name) }()
+	fold := newShardedMemory(0)
 	b.progress(PhaseRead)
-	if err := b.readInto(ctx, 1, until, mem.Apply); err != nil {
+	err = b.readInto(ctx, 1, until, fold.Apply)
+	fold.wait()
+	if cerr := <-created; err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return res, err
 	}
 	res.Read = time.Since(b.start)
 
-	// 2. A fresh schema, and the rows copied into it.
 	copyStart := time.Now()
 	b.progress(PhaseCopy)
-	name := fmt.Sprintf("%s_rebuild_%d", DefaultSchema, time.Now().UnixNano())
-	if err := b.createFresh(ctx, name); err != nil {
+	if err := copyRows(ctx, b.pool, b.fresh.sql.schema, name, fold, until); err != nil {
 		return res, err
 	}
-	if err := copyRows(ctx, b.pool, b.fresh.sql.schema, name, mem, until); err != nil {
-		return res, err
-	}
-	keys, projects := mem.counts()
+	keys, projects := fold.counts()
 	res.Keys, res.Projects = uint64(keys), uint64(projects)
-	mem = nil // the rows are in PostgreSQL now; let the collector have the memory
+	fold = nil // the rows are in PostgreSQL now; let the collector have the memory
 	res.Copy = time.Since(copyStart)
 
 	// 3 and 4. Swap it in.
@@ -223,48 +223,33 @@ func (b *rebuild) run(ctx context.Context) (RebuildResult, error) {
 
 // readInto reads messages from..until and hands them to apply in batches.
 func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(context.Context, []eventstore.RecordedEvent) (uint64, error)) error {
-	return foldStream(ctx, b.store, from, until, b.cfg.BatchSize, apply, func(n int) {
+	return foldStream(ctx, b.store, from, until, apply, func(n int) {
 		b.read += uint64(n)
 		b.progress(PhaseRead)
 	})
 }
 
-// foldStream reads the stream's messages from..until and hands them to apply in batches of
-// batchSize, calling applied with each batch's size after apply took it. It fails when the
-// stream ends before until. Rebuild and Verify fold the stream with it.
-func foldStream(ctx context.Context, store *eventstore.Store, from, until uint64, batchSize int,
+// foldStream reads the stream's messages from..until and hands them to apply in the
+// batches the bulk reader decodes (eventstore.ReadBatches), calling applied with each batch's
+// size after apply took it. apply may keep a batch. It fails when the stream ends before
+// until. Rebuild and Verify fold the stream with it.
+func foldStream(ctx context.Context, store *eventstore.Store, from, until uint64,
 	apply func(context.Context, []eventstore.RecordedEvent) (uint64, error), applied func(n int)) error {
 	if from > until {
 		return nil
 	}
-	batch := make([]eventstore.RecordedEvent, 0, batchSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	last, err := store.ReadBatches(ctx, from, until, func(batch []eventstore.RecordedEvent) error {
 		if _, err := apply(ctx, batch); err != nil {
 			return err
 		}
 		applied(len(batch))
-		batch = batch[:0]
-		return nil
-	}
-	read, err := store.ReadRange(ctx, from, until, func(r eventstore.RecordedEvent) error {
-		r.Raw = nil // folded into the state; no need to keep the bytes
-		batch = append(batch, r)
-		if len(batch) == cap(batch) {
-			return flush()
-		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read the stream from %d: %w", from, err)
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	if read < until {
-		return fmt.Errorf("read the stream from %d: it ended at %d, before %d", from, read, until)
+	if last < until {
+		return fmt.Errorf("read the stream from %d: it ended at %d, before %d", from, last, until)
 	}
 	return nil
 }
@@ -278,49 +263,30 @@ func (b *rebuild) createFresh(ctx context.Context, name string) error {
 	return nil
 }
 
-// copyRows writes every key and project of mem into the fresh schema with COPY, and sets
-// its checkpoint. The secondary index is built after the rows, which is faster than
+// copyRows writes every key and project of the fold into the fresh schema with COPY, and
+// sets its checkpoint. Each shard's keys go in a COPY of their own, side by side on
+// connections of their own (the schema is nobody's until the swap, so they need not share a
+// transaction). The secondary index is built after the rows, which is faster than
 // maintaining it row by row.
-func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, mem *Memory, checkpoint uint64) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "DROP INDEX "+quoted+".api_keys_by_user"); err != nil {
-			return fmt.Errorf("drop index: %w", err)
-		}
-		var projects [][]any
-		states := make(chan keyState, 4096)
-		// Decoding the compact records and COPY's encoding run side by side.
-		folded := make(chan error, 1)
-		go func() {
-			defer close(states)
-			folded <- mem.eachState(func(s keyState) error {
-				select {
-				case states <- s:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}, func(p domain.ProjectSnapshot, seq uint64) error {
+func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, fold *shardedMemory, checkpoint uint64) error {
+	if _, err := pool.Exec(ctx, "DROP INDEX "+quoted+".api_keys_by_user"); err != nil {
+		return fmt.Errorf("drop index: %w", err)
+	}
+	var projects [][]any
+	g, gctx := errgroup.WithContext(ctx)
+	for i, shard := range fold.shards {
+		g.Go(func() error { return copyKeys(gctx, pool, name, shard) })
+		if i == 0 { // projects are folded by the first shard
+			_ = shard.eachState(nil, func(p domain.ProjectSnapshot, seq uint64) error {
 				projects = append(projects, []any{p.ID, p.Name, p.ServerKeyID, p.ServerKeyHash, p.CreatedAt, int64(seq)})
 				return nil
-			})
-		}()
-		row := make([]any, len(keyColumns))
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{name, "api_keys"}, keyColumnNames, pgx.CopyFromFunc(func() ([]any, error) {
-			s, ok := <-states
-			if !ok {
-				return nil, nil
-			}
-			return rowValues(s, row), nil
-		}))
-		if err != nil {
-			for range states { // let the producer finish
-			}
-			<-folded
-			return fmt.Errorf("copy keys: %w", err)
+			}, false)
 		}
-		if err := <-folded; err != nil {
-			return err
-		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{name, "projects"}, projectColumnNames, pgx.CopyFromRows(projects)); err != nil {
 			return fmt.Errorf("copy projects: %w", err)
 		}
@@ -332,6 +298,44 @@ func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, mem 
 		}
 		return nil
 	})
+}
+
+// copyKeys COPYs the keys of one shard, expanding its compact records on one goroutine
+// while COPY encodes them on another.
+func copyKeys(ctx context.Context, pool *pgxpool.Pool, name string, shard *Memory) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	states := make(chan keyState, 4096)
+	expanded := make(chan error, 1)
+	go func() {
+		defer close(states)
+		expanded <- shard.eachState(func(s keyState) error {
+			select {
+			case states <- s:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}, nil, true)
+	}()
+	row := make([]any, len(keyColumns))
+	_, err := pool.CopyFrom(ctx, pgx.Identifier{name, "api_keys"}, keyColumnNames, pgx.CopyFromFunc(func() ([]any, error) {
+		s, ok := <-states
+		if !ok {
+			return nil, nil
+		}
+		return rowValues(s, row), nil
+	}))
+	cancel()
+	for range states { // let the producer finish
+	}
+	if eerr := <-expanded; err == nil && eerr != nil && !errors.Is(eerr, context.Canceled) {
+		err = eerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy keys: %w", err)
+	}
+	return nil
 }
 
 // replace puts a read model as of a past point in place of the schema of that name.

@@ -152,7 +152,7 @@ func TestRebuildSwapsUnderLoad(t *testing.T) {
 	wait := k.load(t, ids, 3, stop)
 	var results []RebuildResult
 	for i := range 3 {
-		res, err := Rebuild(ctx, k.url, k.env.store, RebuildConfig{BatchSize: 64, SwapLag: uint64(10 * i), KeepOld: i == 0})
+		res, err := Rebuild(ctx, k.url, k.env.store, RebuildConfig{SwapLag: uint64(10 * i), KeepOld: i == 0})
 		if err != nil {
 			t.Fatalf("rebuild %d: %v", i, err)
 		}

@@ -39,15 +39,17 @@ func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store) (VerifyR
 			return fmt.Errorf("read checkpoint: %w", err)
 		}
 		res.Checkpoint = uint64(pos)
-		mem := NewMemory()
-		if err := foldStream(ctx, store, 1, res.Checkpoint, 8192, mem.Apply, func(n int) { res.Events += uint64(n) }); err != nil {
+		mem := newShardedMemory(0)
+		err := foldStream(ctx, store, 1, res.Checkpoint, mem.Apply, func(n int) { res.Events += uint64(n) })
+		mem.wait()
+		if err != nil {
 			return err
 		}
 		// Every row against the replay, then every replayed key the rows lacked.
 		seen := make(map[keyRef]struct{})
 		rows, _ := tx.Query(ctx, p.sql.selectAllKeys)
 		var row keyRow
-		_, err := pgx.ForEachRow(rows, row.targets(), func() error {
+		_, err = pgx.ForEachRow(rows, row.targets(), func() error {
 			res.Keys++
 			got := row.state().view()
 			seen[keyRef{got.ProjectID, got.ID}] = struct{}{}

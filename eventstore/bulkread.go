@@ -1,0 +1,251 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Reading the stream in bulk, for replays, verification and catching up (keysctl replay,
+// verify, events tail). One goroutine, nats.go's delivery of an ordered consumer, gathers
+// the raw messages into batches; every core decodes batches side by side (decoding, and any
+// check of a message's bytes, is the parallel stage); the caller gets the batches back in
+// stream order. Nothing is decoded or handed over one message at a time, and the decoded
+// strings share the message's bytes (domain.UnmarshalEventShared) instead of copying them.
+
+// ReadBatchSize is how many messages a batch holds at most.
+const ReadBatchSize = 512
+
+// readIdle is how long a bounded read on a subject filter waits for a message before it
+// takes it that nothing more matches below its end.
+const readIdle = 10 * time.Second
+
+// ReadBatches calls fn with the messages from..until (until 0: up to the stream's last
+// sequence when it starts), in stream order, in batches of at most ReadBatchSize, and returns
+// the last sequence it read. A batch is the caller's: fn may keep it and hand it on. A read
+// on a subject filter (WithSubjects) ends at the last matching message before until.
+func (s *Store) ReadBatches(ctx context.Context, from, until uint64, fn func([]RecordedEvent) error, opts ...SubscribeOption) (uint64, error) {
+	last, err := s.LastSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if until == 0 || until > last {
+		until = last
+	}
+	if from == 0 {
+		from = 1
+	}
+	if from > until {
+		return from - 1, nil
+	}
+	return s.readBatches(ctx, from, until, len(opts) > 0, fn, opts)
+}
+
+// FollowBatches is ReadBatches without an end: it hands on every message from sequence from
+// on, a batch as soon as the reader has caught up, until ctx ends (nil error) or reading
+// fails. It returns the last sequence it handed on.
+func (s *Store) FollowBatches(ctx context.Context, from uint64, fn func([]RecordedEvent) error, opts ...SubscribeOption) (uint64, error) {
+	if from == 0 {
+		from = 1
+	}
+	last, err := s.readBatches(ctx, from, 0, false, fn, opts)
+	if err != nil && ctx.Err() != nil {
+		err = nil
+	}
+	return last, err
+}
+
+// batch is one batch on its way through the stages.
+type batch struct {
+	raw  []rawMsg
+	out  []RecordedEvent
+	done chan struct{}
+}
+
+// readBatches runs the stages; until 0 follows the stream.
+func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bool, fn func([]RecordedEvent) error, opts []SubscribeOption) (uint64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cons, err := s.orderedConsumer(ctx, from, opts)
+	if err != nil {
+		return 0, err
+	}
+	workers := max(1, runtime.GOMAXPROCS(0))
+	jobs := make(chan *batch, 2*workers)
+	ordered := make(chan *batch, 4*workers)
+
+	// The reader: nats.go calls gather on its delivery goroutine, one message at a time.
+	var (
+		mu       sync.Mutex
+		cur      *batch
+		ended    bool
+		readErr  error
+		lastSeen = time.Now()
+		end      = make(chan struct{})
+	)
+	finish := func(err error) { // under mu
+		if ended {
+			return
+		}
+		ended, readErr = true, err
+		close(end)
+	}
+	send := func(b *batch) bool {
+		select {
+		case jobs <- b:
+		case <-ctx.Done():
+			return false
+		}
+		select {
+		case ordered <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	gather := func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return
+		}
+		lastSeen = time.Now()
+		if err != nil {
+			finish(fmt.Errorf("message metadata: %w", err))
+			return
+		}
+		seq := md.Sequence.Stream
+		if until != 0 && seq > until {
+			if cur != nil && !send(cur) {
+				finish(ctx.Err())
+				return
+			}
+			cur = nil
+			finish(nil)
+			return
+		}
+		if cur == nil {
+			cur = &batch{raw: make([]rawMsg, 0, ReadBatchSize), done: make(chan struct{})}
+		}
+		cur.raw = append(cur.raw, rawMsg{seq: seq, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data()})
+		atEnd := until != 0 && (seq >= until || md.NumPending == 0)
+		if len(cur.raw) == ReadBatchSize || md.NumPending == 0 || atEnd {
+			if !send(cur) {
+				finish(ctx.Err())
+				return
+			}
+			cur = nil
+		}
+		if atEnd {
+			finish(nil)
+		}
+	}
+	cc, err := cons.Consume(gather, jetstream.PullMaxMessages(1024),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			// The ordered consumer recreates itself after anything but a closed connection.
+			if errors.Is(err, jetstream.ErrConnectionClosed) {
+				mu.Lock()
+				finish(fmt.Errorf("%w: %w", ErrUnavailable, err))
+				mu.Unlock()
+			}
+		}))
+	if err != nil {
+		return 0, fmt.Errorf("read from %d: %w: %w", from, ErrUnavailable, err)
+	}
+
+	// The watcher ends the reader: at the end, when ctx ends, or when a bounded filtered
+	// read has had nothing for readIdle. Then it closes the stages' channels.
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-end:
+			case <-ctx.Done():
+				mu.Lock()
+				finish(ctx.Err())
+				mu.Unlock()
+			case <-tick.C:
+				mu.Lock()
+				if until != 0 && filtered && time.Since(lastSeen) > readIdle {
+					if cur != nil && send(cur) {
+						cur = nil
+					}
+					finish(nil)
+				}
+				mu.Unlock()
+				continue
+			}
+			cc.Stop()
+			mu.Lock() // a gather still running has finished with the channels
+			close(jobs)
+			close(ordered)
+			mu.Unlock()
+			return
+		}
+	}()
+
+	for range workers {
+		go func() {
+			for b := range jobs {
+				b.out = make([]RecordedEvent, len(b.raw))
+				for i, m := range b.raw {
+					b.out[i] = m.decodeShared()
+				}
+				b.raw = nil
+				close(b.done)
+			}
+		}()
+	}
+
+	read := from - 1
+	var fnErr error
+	for b := range ordered {
+		<-b.done
+		if fnErr != nil {
+			continue // let the stages drain
+		}
+		if err := fn(b.out); err != nil {
+			fnErr = err
+			cancel()
+			continue
+		}
+		read = b.out[len(b.out)-1].Seq
+	}
+	<-watched
+	switch {
+	case fnErr != nil:
+		return read, fnErr
+	case readErr != nil:
+		return read, readErr
+	}
+	return read, nil
+}
+
+// orderedConsumer is the consumer Subscribe reads through, not yet started.
+func (s *Store) orderedConsumer(ctx context.Context, from uint64, opts []SubscribeOption) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{s.subj.all()},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: time.Minute,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
+	}
+	return cons, nil
+}

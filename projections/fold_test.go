@@ -1,0 +1,184 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/eventstore"
+)
+
+// seededStream is a stream as a replay meets it: projects, keys created, renamed and revoked
+// in interleaved rounds, events the aggregate rejects (out of order, for unknown keys,
+// duplicate creations, another project's creation twice) and messages that are not events,
+// each event encoded and decoded back as the bulk reader decodes it (sharing its bytes).
+func seededStream(t testing.TB, keys, rounds int) []eventstore.RecordedEvent {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	n := 0
+	meta := domain.Meta{Time: at, Actor: domain.Actor{Type: domain.ActorAdmin, ID: "a"}, NewID: func() string { n++; return fmt.Sprint("e", n) }}
+	var events []domain.Event
+	projects := []string{newUUID(), newUUID(), "odd-project"}
+	for i, p := range projects {
+		e, err := domain.DecideCreateProject(domain.CreateProject{ProjectID: p, Name: fmt.Sprint("project ", i), ServerKeyID: "s", ServerKeyHash: "h"}, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e, e) // a second creation changes nothing
+	}
+	state := make([]*domain.Key, keys)
+	for k := range keys {
+		id := newUUID()
+		if k%17 == 0 {
+			id = fmt.Sprint("odd-key-", k)
+		}
+		e, err := domain.DecideCreateKey(domain.CreateKey{ProjectID: projects[k%len(projects)], KeyID: id, UserID: fmt.Sprint("user-", k%7),
+			Description: fmt.Sprint("key ", k), SecretHash: strings.Repeat("ab", 32), LastFour: "wxyz"}, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state[k], _ = domain.EvolveKey(nil, e)
+		events = append(events, e)
+		if k%11 == 0 {
+			events = append(events, e) // a duplicate creation
+		}
+	}
+	for r := range rounds {
+		meta.Time = meta.Time.Add(time.Second)
+		for k := range keys {
+			u := domain.UpdateKey{Description: ptrTo(fmt.Sprintf("key %d round %d", k, r))}
+			if r == rounds-1 && k%10 == 0 {
+				u.Revoked = ptrTo(true)
+			}
+			next, err := state[k].DecideUpdate(u, meta)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range next {
+				state[k], _ = domain.EvolveKey(state[k], e)
+			}
+			events = append(events, next...)
+			if k%13 == 0 { // replayed out of order: rejected
+				events = append(events, next[0])
+			}
+		}
+	}
+	out := make([]eventstore.RecordedEvent, 0, len(events)+2)
+	for _, e := range events {
+		b, err := domain.MarshalEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := domain.UnmarshalEventShared(b)
+		out = append(out, eventstore.RecordedEvent{Seq: uint64(len(out) + 1), Event: d, Err: err, Raw: b})
+		if len(out)%1000 == 0 {
+			out = append(out, eventstore.RecordedEvent{Seq: uint64(len(out) + 1), Err: domain.ErrInvalidEvent})
+		}
+	}
+	return out
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// Folding on shards gives what one Memory gives, key for key and in each user's order.
+func TestShardedFoldEqualsOneMemory(t *testing.T) {
+	ctx := context.Background()
+	stream := seededStream(t, 600, 3)
+	one := NewMemory()
+	for b := range slices.Chunk(stream, 100) {
+		if _, err := one.Apply(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []int{1, 2, 3} {
+		f := newShardedMemory(n)
+		for b := range slices.Chunk(stream, 37) {
+			if _, err := f.Apply(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.wait()
+		if f.checkpoint() != uint64(len(stream)) {
+			t.Fatalf("%d shards: checkpoint %d, want %d", n, f.checkpoint(), len(stream))
+		}
+		var want, got []KeyView
+		_ = one.EachKey(ctx, func(v KeyView) error { want = append(want, v); return nil })
+		_ = f.EachKey(ctx, func(v KeyView) error { got = append(got, v); return nil })
+		byID := func(a, b KeyView) int { return strings.Compare(a.ProjectID+a.ID, b.ProjectID+b.ID) }
+		slices.SortFunc(want, byID)
+		slices.SortFunc(got, byID)
+		if len(want) != 600 || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%d shards: %d keys differ from one Memory's %d", n, len(got), len(want))
+		}
+		for _, v := range want {
+			k, err := f.Key(ctx, v.ProjectID, v.ID)
+			if err != nil || !reflect.DeepEqual(k, v) {
+				t.Fatalf("%d shards: Key(%s) = %+v, %v; want %+v", n, v.ID, k, err, v)
+			}
+		}
+		wk, wp := one.counts()
+		if gk, gp := f.counts(); gk != wk || gp != wp {
+			t.Fatalf("%d shards: %d keys %d projects, want %d and %d", n, gk, gp, wk, wp)
+		}
+		for _, p := range []string{stream[0].Event.ProjectID} {
+			for u := range 7 {
+				w, _ := one.KeysByUser(ctx, p, fmt.Sprint("user-", u))
+				var g []KeyView
+				for _, s := range f.shards {
+					part, _ := s.KeysByUser(ctx, p, fmt.Sprint("user-", u))
+					g = append(g, part...)
+				}
+				if len(g) != len(w) {
+					t.Fatalf("%d shards: user-%d has %d keys, want %d", n, u, len(g), len(w))
+				}
+			}
+		}
+	}
+}
+
+// What the fold keeps must not keep the messages' bytes alive: a kept string is a copy.
+func TestFoldKeepsNoBytesOfTheMessages(t *testing.T) {
+	ctx := context.Background()
+	stream := seededStream(t, 50, 1)
+	m := NewMemory()
+	if _, err := m.Apply(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	project := strings.Clone(stream[0].Event.ProjectID)
+	var before []KeyView
+	_ = m.EachKey(ctx, func(v KeyView) error { before = append(before, v); return nil })
+	for _, r := range stream {
+		for i := range r.Raw {
+			r.Raw[i] = '#'
+		}
+	}
+	var after []KeyView
+	_ = m.EachKey(ctx, func(v KeyView) error { after = append(after, v); return nil })
+	p, err := m.Project(ctx, project)
+	byID := func(a, b KeyView) int { return strings.Compare(a.ProjectID+a.ID, b.ProjectID+b.ID) }
+	slices.SortFunc(before, byID)
+	slices.SortFunc(after, byID)
+	if !reflect.DeepEqual(before, after) || err != nil || strings.Contains(p.Name+p.ID, "#") {
+		t.Fatal("the read model's strings changed with the messages' bytes")
+	}
+}
+
+// BenchmarkFold: folding the seeded stream's kind of events into one Memory (one core),
+// per event. Allocations are those of what the fold keeps: a record, its user id and
+// description for a creation, a description for a rename.
+func BenchmarkFold(b *testing.B) {
+	stream := seededStream(b, 2000, 3)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		m := NewMemory()
+		for batch := range slices.Chunk(stream, 512) {
+			_, _ = m.Apply(context.Background(), batch)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(stream)), "ns/event")
+}
