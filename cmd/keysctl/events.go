@@ -149,23 +149,29 @@ func (t *tail) run(filter string, from uint64, since time.Time, follow bool) err
 
 // print writes one event as a line of JSON, or refuses a message that is not an event.
 func (t *tail) print(msg *message.Message) error {
-	if reason := msg.Metadata.Get(metaDecodeError); reason != "" {
-		return notAnEvent(reason)
-	}
-	e, err := domain.UnmarshalEvent(msg.Payload)
-	if err != nil {
-		return notAnEvent(err.Error())
-	}
-	line, err := domain.MarshalEvent(e) // the current schema version, whatever was stored
-	if err != nil {
-		return notAnEvent(err.Error())
+	var lines []byte
+	if msg.Metadata.Get(metaLines) != "" {
+		lines = msg.Payload // a run of valid events, printed by the subscriber
+	} else {
+		if reason := msg.Metadata.Get(metaDecodeError); reason != "" {
+			return notAnEvent(reason)
+		}
+		e, err := domain.UnmarshalEvent(msg.Payload)
+		if err != nil {
+			return notAnEvent(err.Error())
+		}
+		line, err := domain.MarshalEvent(e) // the current schema version, whatever was stored
+		if err != nil {
+			return notAnEvent(err.Error())
+		}
+		lines = append(line, '\n')
 	}
 	t.outMu.Lock()
 	defer t.outMu.Unlock()
 	if t.outErr != nil {
 		return t.outErr
 	}
-	_, err = t.out.Write(append(line, '\n'))
+	_, err := t.out.Write(lines)
 	if err == nil && msg.Metadata.Get(metaPending) == "0" {
 		err = t.out.Flush() // caught up: show what there is now
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -397,4 +398,97 @@ func TestEventsTailFollowSurvivesNATSRestart(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 	wantLines(t, stdout.String(), e.stored(t), func(eventstore.RecordedEvent) bool { return true })
+}
+
+// TestEventsTailPrintsWhatItAlwaysPrinted: events tail prints, byte for byte, what it printed
+// before it printed runs of events in batches: for every event, encoding/json's document of
+// the event in the current schema version, decoded by the general decoder. The stream mixes
+// what the fast codec leaves to the general one: text that JSON escapes, an event of schema
+// version 0 to upcast, a field in another case, and garbage, in runs long enough to span
+// several batches.
+func TestEventsTailPrintsWhatItAlwaysPrinted(t *testing.T) {
+	t.Parallel()
+	e := newTailEnv(t)
+	p := e.project(t)
+	nc := e.ns.Connect(t)
+	publish := func(subject string, body []byte) {
+		t.Helper()
+		if err := nc.Publish(subject, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v0, err := os.ReadFile("../../domain/testdata/schema_v0_KeyCreated.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1200 {
+		switch i % 400 {
+		case 7:
+			publish("keyledger.key.5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d.8f14e45f-ceea-467f-a0e6-b1c2d3e4f5a6.KeyCreated", v0)
+		case 8:
+			e.garbage(t, p)
+		case 9:
+			k := e.createKey(t, p, "case")
+			r, err := e.store.LoadKey(t.Context(), p, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			publish(r[0].Subject, bytes.Replace(r[0].Raw, []byte(`"user_id"`), []byte(`"User_ID"`), 1))
+		default:
+			e.createKey(t, p, fmt.Sprintf("key %d <&> \"quoted\" \u2028 é \t", i))
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for _, r := range e.stored(t) {
+		if r.Err != nil {
+			continue
+		}
+		ev, err := domain.UnmarshalEvent(r.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Write(encodingJSONLine(t, ev))
+	}
+	o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL)
+	if o.code != exitOK {
+		t.Fatalf("exit %d, stderr %q", o.code, o.stderr)
+	}
+	if o.stdout != want.String() {
+		got, wantLines := strings.Split(o.stdout, "\n"), strings.Split(want.String(), "\n")
+		for i := range min(len(got), len(wantLines)) {
+			if got[i] != wantLines[i] {
+				t.Fatalf("line %d differs (of %d, want %d):\n got %s\nwant %s", i, len(got), len(wantLines), got[i], wantLines[i])
+			}
+		}
+		t.Fatalf("%d lines, want %d", len(got), len(wantLines))
+	}
+}
+
+// encodingJSONLine is an event's line as events tail printed it with encoding/json.
+func encodingJSONLine(t *testing.T, e domain.Event) []byte {
+	t.Helper()
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := json.Marshal(struct {
+		ID            string           `json:"id"`
+		Type          domain.EventType `json:"type"`
+		SchemaVersion int              `json:"schema_version"`
+		ProjectID     string           `json:"project_id"`
+		KeyID         string           `json:"key_id,omitempty"`
+		UserID        string           `json:"user_id,omitempty"`
+		Version       int              `json:"version"`
+		Time          time.Time        `json:"time"`
+		Actor         domain.Actor     `json:"actor"`
+		RequestID     string           `json:"request_id"`
+		Data          json.RawMessage  `json:"data"`
+	}{e.ID, e.Type, e.SchemaVersion, e.ProjectID, e.KeyID, e.UserID, e.Version, e.Time, e.Actor, e.RequestID, data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(line, '\n')
 }

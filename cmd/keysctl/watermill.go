@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
 )
 
@@ -27,12 +29,19 @@ const (
 	metaStoredAt    = "stored_at"    // when the server stored it, RFC 3339
 	metaPending     = "pending"      // messages after it in the subscription when delivered
 	metaDecodeError = "decode_error" // set when the message is not a valid event: why
+	metaLines       = "lines"        // set on a run of valid events: how many lines its payload holds
 )
 
 // storeSubscriber is a Watermill Subscriber of the event stream. Subscribe's topic is a
-// subject filter. Messages are delivered one at a time, in stream order: the next one only
-// after the previous was acknowledged. A message nacked more than maxRedeliveries times is
-// skipped (reported through onGiveUp) so that one message can never stall the reader.
+// subject filter. The stream is read in batches decoded on every core
+// (eventstore.FollowBatches), and the router gets, in stream order, one message for each run
+// of valid events, its payload their lines as events tail prints them (metaLines set), and one
+// message for each message that is not an event, its payload the raw bytes, so that the
+// poison queue sets it aside exactly as before. Messages are delivered one at a time: the
+// next only after the previous was acknowledged. A message nacked more than maxRedeliveries
+// times is skipped (reported through onGiveUp) so that one message can never stall the
+// reader. Every message still passes the router's middleware (recovery, retries,
+// correlation ids, poison queue); only the cost of a router round trip per event is gone.
 type storeSubscriber struct {
 	store *eventstore.Store
 	// from is the first stream sequence to read (1: the beginning), opts narrow the read
@@ -53,10 +62,6 @@ type storeSubscriber struct {
 
 // Subscribe starts reading the stream on the subject filter topic.
 func (s *storeSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	sub, err := s.subscribe(ctx, topic, 0)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	s.mu.Lock()
 	s.cancel = append(s.cancel, cancel)
@@ -67,77 +72,102 @@ func (s *storeSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		defer s.wg.Done()
 		defer close(out)
 		defer cancel()
-		s.read(ctx, topic, sub, out)
+		s.read(ctx, topic, out)
 	}()
 	return out, nil
 }
 
-// subscribe opens the store's subscription on topic, from the start the subscriber was
-// configured with, or right after sequence after when it is not 0.
-func (s *storeSubscriber) subscribe(ctx context.Context, topic string, after uint64) (*eventstore.Subscription, error) {
-	opts := []eventstore.SubscribeOption{eventstore.WithSubjects(topic)}
-	if after == 0 {
-		return s.store.Subscribe(ctx, s.from, append(opts, s.opts...)...)
-	}
-	return s.store.Subscribe(ctx, after+1, opts...)
-}
-
-// maxResubscribes bounds how often in a row a failed subscription is opened again (the NATS
+// maxResubscribes bounds how often in a row a failed read is started again (the NATS
 // server restarting, a connection lost) before the reader gives up.
 const maxResubscribes = 5
 
-func (s *storeSubscriber) read(ctx context.Context, topic string, sub *eventstore.Subscription, out chan<- *message.Message) {
-	defer func() {
-		if sub != nil {
-			sub.Stop()
-		}
-	}()
+// errReachedEnd ends a bounded read at the subscriber's until.
+var errReachedEnd = errors.New("reached the end")
+
+func (s *storeSubscriber) read(ctx context.Context, topic string, out chan<- *message.Message) {
 	var last uint64 // the last sequence delivered
+	lines := make([]byte, 0, 64<<10)
 	failures, backoff := 0, 100*time.Millisecond
-	for ctx.Err() == nil {
-		r, err := sub.Next(ctx, time.Second)
-		if errors.Is(err, eventstore.ErrNoMessage) {
-			continue
-		}
-		if err != nil {
-			// Read again from where delivery stopped, a bounded number of times.
-			sub.Stop()
-			for {
-				failures++
-				if failures > maxResubscribes {
-					s.fail(fmt.Errorf("read the event stream: %w", err))
-					sub = nil
-					return
-				}
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					sub = nil
-					return
-				}
-				backoff = min(2*backoff, 2*time.Second)
-				if sub, err = s.subscribe(ctx, topic, last); err == nil {
-					break
-				}
-			}
-			continue
-		}
+	handle := func(batch []eventstore.RecordedEvent) error {
 		failures, backoff = 0, 100*time.Millisecond
-		if !s.deliver(ctx, r, out) {
+		run := 0 // where the current run of printable events starts
+		flush := func(end int) bool {
+			if end == run {
+				return true
+			}
+			msg := linesMessage(batch[run:end], lines)
+			run = end
+			return s.deliver(ctx, msg, batch[end-1].Seq, batch[end-1].Subject, out)
+		}
+		for i, r := range batch {
+			if r.Err == nil {
+				n := len(lines)
+				var err error
+				if lines, err = domain.AppendEvent(lines, r.Event); err == nil {
+					lines = append(lines, '\n')
+					continue
+				}
+				lines = lines[:n] // the handler refuses it, on its own
+			}
+			if !flush(i) {
+				return ctx.Err()
+			}
+			lines = lines[:0]
+			run = i + 1
+			if !s.deliver(ctx, toMessage(r), r.Seq, r.Subject, out) {
+				return ctx.Err()
+			}
+		}
+		if !flush(len(batch)) {
+			return ctx.Err()
+		}
+		lines = lines[:0]
+		last = batch[len(batch)-1].Seq
+		if s.until != 0 && last >= s.until {
+			return errReachedEnd
+		}
+		return nil
+	}
+	opts := append([]eventstore.SubscribeOption{eventstore.WithSubjects(topic)}, s.opts...)
+	from := s.from
+	for ctx.Err() == nil {
+		var err error
+		if s.until != 0 {
+			_, err = s.store.ReadBatches(ctx, from, s.until, handle, opts...)
+			if err == nil {
+				return
+			}
+		} else {
+			_, err = s.store.FollowBatches(ctx, from, handle, opts...)
+		}
+		if errors.Is(err, errReachedEnd) || ctx.Err() != nil {
 			return
 		}
-		last = r.Seq
-		if s.until != 0 && r.Seq >= s.until {
+		// Read again from where delivery stopped, a bounded number of times.
+		failures++
+		if failures > maxResubscribes {
+			s.fail(fmt.Errorf("read the event stream: %w", err))
 			return
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		if last != 0 {
+			from, opts = last+1, opts[:1]
 		}
 	}
 }
 
 // deliver hands one message to the router and waits for its ack, redelivering a nacked one a
 // bounded number of times. It returns false when ctx ended first.
-func (s *storeSubscriber) deliver(ctx context.Context, r eventstore.RecordedEvent, out chan<- *message.Message) bool {
+func (s *storeSubscriber) deliver(ctx context.Context, msg *message.Message, seq uint64, subject string, out chan<- *message.Message) bool {
 	for attempt := 0; ; attempt++ {
-		msg := toMessage(r)
+		if attempt > 0 {
+			msg = msg.Copy()
+		}
 		msg.SetContext(ctx)
 		select {
 		case out <- msg:
@@ -150,7 +180,7 @@ func (s *storeSubscriber) deliver(ctx context.Context, r eventstore.RecordedEven
 		case <-msg.Nacked():
 			if attempt >= s.maxRedeliveries {
 				if s.onGiveUp != nil {
-					s.onGiveUp(r.Seq, r.Subject)
+					s.onGiveUp(seq, subject)
 				}
 				return true
 			}
@@ -158,6 +188,16 @@ func (s *storeSubscriber) deliver(ctx context.Context, r eventstore.RecordedEven
 			return false
 		}
 	}
+}
+
+// linesMessage is the message of a run of valid events: their lines, printed as they are.
+func linesMessage(run []eventstore.RecordedEvent, lines []byte) *message.Message {
+	first, last := run[0], run[len(run)-1]
+	msg := message.NewMessage("seq-"+strconv.FormatUint(first.Seq, 10)+"-"+strconv.FormatUint(last.Seq, 10), bytes.Clone(lines))
+	msg.Metadata.Set(metaLines, strconv.Itoa(len(run)))
+	msg.Metadata.Set(metaSeq, strconv.FormatUint(last.Seq, 10))
+	msg.Metadata.Set(metaPending, strconv.FormatUint(last.Pending, 10))
+	return msg
 }
 
 func toMessage(r eventstore.RecordedEvent) *message.Message {
