@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -175,5 +176,23 @@ func TestCommandLine(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := dispatch(t.Context(), []string{"-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "baseline-server") {
 		t.Errorf("keysbench -h: exit %d, stdout %q", code, stdout.String())
+	}
+}
+
+// read-stream reads every key event that seed appended, and reports them.
+func TestReadStreamReadsWhatSeedAppended(t *testing.T) {
+	t.Parallel()
+	ns := testenv.NATS(t)
+	var stdout, stderr bytes.Buffer
+	if code := dispatch(t.Context(), []string{"seed", "--nats-url", ns.URL, "--events", "300", "--keys", "100", "--projects", "2"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("seed: exit %d, stderr %q", code, stderr.String())
+	}
+	stdout.Reset()
+	if code := dispatch(t.Context(), []string{"read-stream", "--nats-url", ns.URL}, &stdout, &stderr); code != 0 {
+		t.Fatalf("read-stream: exit %d, stderr %q", code, stderr.String())
+	}
+	var sum readStreamSummary
+	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil || sum.Messages != 298 || sum.Bytes == 0 {
+		t.Fatalf("read-stream printed %q (%v), want 298 key events (300 less 2 projects)", stdout.String(), err)
 	}
 }

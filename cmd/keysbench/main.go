@@ -7,6 +7,7 @@
 //	keysbench baseline-server serve the CRUD baseline
 //	keysbench floor-server    serve the HTTP floor
 //	keysbench seed            append many keys straight to the stream
+//	keysbench read-stream     read the stream with a plain ordered consumer (the replay ceiling)
 //
 // Exit status: 0 on success, 1 on a failure, 2 on bad usage.
 package main
@@ -48,6 +49,7 @@ var benchCommands = []benchCommand{
 	{"baseline-server", "serve the CRUD baseline (one PostgreSQL table, UPDATE ... RETURNING)", runBaselineServer},
 	{"floor-server", "serve the HTTP floor (a fixed JSON body)", runFloorServer},
 	{"seed", "append keys straight to the stream", runSeed},
+	{"read-stream", "read the event stream with a plain ordered consumer: the ceiling of replays", runReadStream},
 }
 
 // exitStatus is a command's non-zero exit status; the command has printed why.
