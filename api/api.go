@@ -64,6 +64,16 @@ type Deps struct {
 	// RateBurst is how many requests a project may make at once above RateLimit. Default
 	// twice RateLimit.
 	RateBurst int
+	// CredentialScanningRate is how many credential-scanning reports per second each client
+	// address may send (CONTRACT section 6); more get 429 RATE_LIMITED. Default 1.
+	CredentialScanningRate float64
+	// CredentialScanningBurst is how many reports an address may send at once above
+	// CredentialScanningRate. Default 20.
+	CredentialScanningBurst int
+	// CredentialScanningMinDuration is the least time a credential-scanning report takes to
+	// answer, whatever the key, so that its timing does not tell a live key from another.
+	// Default 250 ms.
+	CredentialScanningMinDuration time.Duration
 }
 
 func (d *Deps) setDefaults() {
@@ -78,6 +88,15 @@ func (d *Deps) setDefaults() {
 	}
 	if d.MaxInFlight == 0 {
 		d.MaxInFlight = 512
+	}
+	if d.CredentialScanningRate == 0 {
+		d.CredentialScanningRate = 1
+	}
+	if d.CredentialScanningBurst == 0 {
+		d.CredentialScanningBurst = 20
+	}
+	if d.CredentialScanningMinDuration == 0 {
+		d.CredentialScanningMinDuration = 250 * time.Millisecond
 	}
 }
 
@@ -105,6 +124,9 @@ func (d Deps) Validate() error {
 	if d.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("api: MaxInFlight must not be negative, got %d", d.MaxInFlight))
 	}
+	if d.CredentialScanningRate < 0 || d.CredentialScanningBurst < 0 || d.CredentialScanningMinDuration < 0 {
+		errs = append(errs, fmt.Errorf("api: CredentialScanningRate, CredentialScanningBurst and CredentialScanningMinDuration must not be negative"))
+	}
 	if d.RateLimit < 0 || d.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("api: RateLimit and RateBurst must not be negative, got %g and %d", d.RateLimit, d.RateBurst))
 	}
@@ -119,7 +141,9 @@ type server struct {
 	metrics  *metrics
 	router   *mux.Router
 	inFlight chan struct{}
-	limiter  *projectLimiter
+	limiter  *limiter // per project
+	// scanLimiter limits credential-scanning reports per client address.
+	scanLimiter *limiter
 }
 
 // Route names; routeMethodNotAllowed marks a route that only answers 405.
@@ -136,7 +160,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 		d.Registry = prometheus.NewRegistry()
 	}
 	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight),
-		limiter: newProjectLimiter(d.RateLimit, d.RateBurst)}
+		limiter: newLimiter(d.RateLimit, d.RateBurst, "Too many requests for this project; retry the request later."),
+		scanLimiter: newLimiter(d.CredentialScanningRate, d.CredentialScanningBurst,
+			"Too many credential-scanning reports from this address; retry the request later.")}
 	m, err := newMetrics(d.Registry, d.Projector, d.Store)
 	if err != nil {
 		return nil, err
@@ -166,6 +192,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.Handle(keys+"/{api_key_id}", s.api(s.updateKey)).Methods(http.MethodPatch)
 	r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents)).Methods(http.MethodGet)
 	r.Handle("/api/v1/users/{user_id}", s.api(s.getUser)).Methods(http.MethodGet)
+	r.Handle("/api/v1/integrations/credential-scanning/revoke", s.unauthenticated(s.credentialScanningRevoke)).Methods(http.MethodPost)
 	s.router = r
 
 	return s.instrument(r), nil
@@ -217,6 +244,24 @@ func (s *server) api(h apiHandler) http.Handler {
 			return
 		}
 		h(w, r, caller)
+	})
+}
+
+// unauthenticated wraps an endpoint that takes no credentials: load shedding only.
+func (s *server) unauthenticated(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.inFlight <- struct{}{}:
+			defer func() { <-s.inFlight }()
+		default:
+			s.metrics.shed.Inc()
+			writeError(w, r, &apiError{
+				Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable,
+				Message: "The service is overloaded; retry the request.", RetryAfter: retryAfterContention,
+			})
+			return
+		}
+		h(w, r)
 	})
 }
 

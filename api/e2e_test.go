@@ -1203,3 +1203,92 @@ func TestGetUser(t *testing.T) {
 	e.refused(t, http.MethodGet, "/api/v1/users/"+long, p.headers(), "", 400, "SCHEMA_ERROR")
 	e.refused(t, http.MethodGet, "/api/v1/users/u?x=1", p.headers(), "", 400, "SCHEMA_ERROR")
 }
+
+// ---------------------------------------------------------------------------------------
+// CONTRACT section 6: leaked keys reported by a secret-scanning service.
+
+const scanPath = "/api/v1/integrations/credential-scanning/revoke"
+
+func TestCredentialScanningRevoke(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	p := e.newProject(t)
+	other := e.newProject(t)
+	leaked := e.createKey(t, p, `{"user_id":"u1","description":"leaked"}`)
+	id := leaked.body["id"].(string)
+	secret := leaked.body["value"].(string)
+	expired := e.createKey(t, other, `{"user_id":"u2","description":"expired","expires_at_millis":1000}`)
+	none := http.Header{} // no credentials at all
+
+	report := func(t *testing.T, body string) response {
+		t.Helper()
+		r := call(t, e.url, http.MethodPost, scanPath, none, body)
+		if r.status != http.StatusOK || string(r.raw) != "{\"success\":true}\n" {
+			t.Fatalf("report %s: %s, want 200 {\"success\":true}", body, r)
+		}
+		return r
+	}
+
+	before := e.lastSeq(t)
+	r := report(t, `{"api_key":"`+secret+`"}`)
+	evs := e.events(t, p.id, id)
+	last := evs[len(evs)-1].Event
+	if last.Type != domain.TypeKeyRevoked || last.Actor != (domain.Actor{Type: domain.ActorCredentialScanning}) ||
+		last.RequestID != r.header.Get("x-stack-request-id") {
+		t.Fatalf("last event %s by %+v (request %s), want KeyRevoked by credential_scanning", last.Type, last.Actor, last.RequestID)
+	}
+	e.refused(t, http.MethodPost, v1+"/check", p.headers(), `{"api_key":"`+secret+`"}`, 401, "API_KEY_REVOKED")
+	if after := e.lastSeq(t); after != before+1 {
+		t.Fatalf("the report appended %d events, want 1", after-before)
+	}
+
+	// Whatever else is reported, the answer is the same and nothing is appended: the key
+	// again (already revoked), a garbage string, a well-formed key that does not exist, a key
+	// with a wrong secret, and an expired key of another project (revoked: it is live enough
+	// to be revoked, and expiry is no secret).
+	wrongSecret := secret[:10] + strings.Repeat("z", 10) + secret[20:]
+	for _, body := range []string{
+		`{"api_key":"` + secret + `"}`,
+		`{"api_key":"sk_this_is_a_fake_api_key_123456789"}`,
+		`{"api_key":""}`,
+		`{"api_key":"` + wrongSecret + `"}`,
+	} {
+		seq := e.lastSeq(t)
+		report(t, body)
+		if e.lastSeq(t) != seq {
+			t.Fatalf("report %s appended events", body)
+		}
+	}
+	report(t, `{"api_key":"`+expired.body["value"].(string)+`"}`)
+	evs = e.events(t, other.id, expired.body["id"].(string))
+	if evs[len(evs)-1].Event.Type != domain.TypeKeyRevoked {
+		t.Fatalf("an expired key reported as leaked was not revoked")
+	}
+
+	// Malformed reports are refused like any request.
+	e.refused(t, http.MethodPost, scanPath, none, `{"key":"x"}`, 400, "SCHEMA_ERROR")
+	e.refused(t, http.MethodPost, scanPath, none, `not json`, 400, "BODY_PARSING_ERROR")
+	e.refused(t, http.MethodPost, scanPath, none, `{"api_key":null}`, 400, "SCHEMA_ERROR")
+}
+
+func TestCredentialScanningRateLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	limited := false
+	for i := 0; i < 100 && !limited; i++ {
+		r := call(t, e.url, http.MethodPost, scanPath, http.Header{}, `{"api_key":"sk_unknown"}`)
+		switch r.status {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			if r.code() != "RATE_LIMITED" || r.header.Get("Retry-After") == "" {
+				t.Fatalf("429 without RATE_LIMITED and Retry-After: %s", r)
+			}
+			limited = true
+		default:
+			t.Fatalf("report %d: %s", i, r)
+		}
+	}
+	if !limited {
+		t.Fatalf("100 reports from one address in a row were never rate limited")
+	}
+}

@@ -132,6 +132,12 @@ func decodeCheck(w http.ResponseWriter, r *http.Request) (string, error) {
 	return *secret, nil
 }
 
+// decodeCredentialScanning reads POST /integrations/credential-scanning/revoke and returns
+// the reported secret.
+func decodeCredentialScanning(w http.ResponseWriter, r *http.Request) (string, error) {
+	return decodeCheck(w, r)
+}
+
 // optionalUserIDQuery accepts Stack Auth's optional ?user_id= on get and update. As there,
 // it is validated and otherwise ignored: the key id alone names the key in the project.
 func optionalUserIDQuery(v *validation) {

@@ -11,6 +11,9 @@ const (
 	ActorServerKey = "server_key"
 	ActorAdmin     = "admin"
 	ActorOperator  = "operator"
+	// ActorCredentialScanning is a secret-scanning service that reported a key found in
+	// public; it has no id.
+	ActorCredentialScanning = "credential_scanning"
 )
 
 // Actor is who caused an event: the server key that authenticated the request, the subject

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -206,4 +207,28 @@ func (s *Store) getLast(ctx context.Context, filter string) (*jetstream.RawStrea
 		Subject: r.Message.Subject, Sequence: r.Message.Sequence, Data: r.Message.Data,
 		Header: header, Time: r.Message.Time,
 	}, nil
+}
+
+// KeyProject returns the project a key belongs to, read from the subject of the key's last
+// event; an unknown key is domain.ErrKeyNotFound. It serves requests that name a key by its
+// secret alone, without a project (credential scanning).
+func (s *Store) KeyProject(ctx context.Context, keyID string) (string, error) {
+	if !validToken(keyID) {
+		return "", domain.ErrKeyNotFound
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	m, err := s.getLast(ctx, s.subj.prefix+".key.*."+keyID+".*")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", domain.ErrKeyNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("project of key %s: %w: %w", keyID, ErrUnavailable, err)
+	}
+	// prefix.key.<project>.<key>.<type>
+	tokens := strings.Split(strings.TrimPrefix(m.Subject, s.subj.prefix+"."), ".")
+	if len(tokens) != 4 || tokens[0] != "key" || tokens[2] != keyID {
+		return "", fmt.Errorf("project of key %s: unexpected subject %s", keyID, m.Subject)
+	}
+	return tokens[1], nil
 }
