@@ -180,6 +180,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", metricsHandler(d.Registry)).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/openapi.yaml", s.openAPI).Methods(http.MethodGet)
 
 	const keys = "/api/v1/user-api-keys"
 	// The static /check comes before {api_key_id}, for every method: POST is the check, any

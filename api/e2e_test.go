@@ -234,6 +234,7 @@ func call(t *testing.T, base, method, path string, h http.Header, body string) r
 	}
 	r := response{status: res.StatusCode, header: res.Header, raw: raw}
 	_ = json.Unmarshal(raw, &r.body)
+	checkAgainstOpenAPI(t, req, body, r)
 	if res.Header.Get("x-stack-request-id") == "" {
 		t.Errorf("%s %s: no x-stack-request-id", method, path)
 	}
