@@ -133,7 +133,7 @@ func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bo
 		if cur == nil {
 			cur = &batch{raw: make([]rawMsg, 0, ReadBatchSize), done: make(chan struct{})}
 		}
-		cur.raw = append(cur.raw, rawMsg{seq: seq, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data()})
+		cur.raw = append(cur.raw, rawMsg{seq: seq, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data(), header: m.Headers()})
 		atEnd := until != 0 && (seq >= until || md.NumPending == 0)
 		if len(cur.raw) == ReadBatchSize || md.NumPending == 0 || atEnd {
 			if !send(cur) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/domain"
@@ -82,6 +83,7 @@ type rawMsg struct {
 	subject      string
 	stored       time.Time
 	data         []byte
+	header       nats.Header // for checks of the message's bytes in the decoding stage
 }
 
 func (m rawMsg) decode() RecordedEvent {
@@ -117,7 +119,7 @@ func (sub *Subscription) nextRaw(ctx context.Context, wait time.Duration) (rawMs
 	if err != nil {
 		return rawMsg{}, fmt.Errorf("message metadata: %w", err)
 	}
-	return rawMsg{seq: md.Sequence.Stream, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data()}, nil
+	return rawMsg{seq: md.Sequence.Stream, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data(), header: m.Headers()}, nil
 }
 
 // Stop ends the subscription; its consumer disappears from the server.
