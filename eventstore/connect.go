@@ -105,6 +105,7 @@ func CheckURLs(urls string) error {
 }
 
 // RedactURLs is a comma-separated server list fit to print: passwords and tokens replaced.
+// Use it rather than nats.go's ConnectedUrlRedacted, which shows a token.
 func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, raw := range parts {

@@ -50,7 +50,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	defer cancel()
 	if _, err := js.AccountInfo(ctx); err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return nil, fmt.Errorf("%w: JetStream is not enabled on %s (start nats-server with -js)", ErrServerUnsupported, nc.ConnectedUrlRedacted())
+			return nil, fmt.Errorf("%w: JetStream is not enabled on %s (start nats-server with -js)", ErrServerUnsupported, RedactURLs(nc.ConnectedUrl()))
 		}
 		return nil, fmt.Errorf("%w: JetStream account info: %w", ErrUnavailable, err)
 	}
@@ -95,7 +95,7 @@ func (s *Store) ensureStream(ctx context.Context) error {
 }
 
 func checkServer(nc *nats.Conn) error {
-	return checkVersion(nc.ConnectedServerVersion(), nc.ConnectedUrlRedacted())
+	return checkVersion(nc.ConnectedServerVersion(), RedactURLs(nc.ConnectedUrl()))
 }
 
 // checkVersion refuses a server older than the store needs, in one line.

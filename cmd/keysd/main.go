@@ -161,7 +161,7 @@ func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, erro
 			log.Warn("NATS disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
+			log.Info("NATS reconnected", "url", eventstore.RedactURLs(c.ConnectedUrl()))
 		}),
 	}
 	if cfg.NATSURL == "" {
