@@ -45,11 +45,13 @@ fuzz:
 		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
 	done
 
-## lint: gofmt must have nothing to change; go vet must pass
+## lint: gofmt must have nothing to change; go vet must pass; every import must be an arrow
+## of docs/architecture.md (internal/arrows, also run by `make test` with every other test)
 lint:
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) test -count=1 ./internal/arrows
 
 ## cluster: on loopback, without Docker: a 3-node NATS cluster (JetStream, routes), PostgreSQL
 ## and two keysd with --stream-replicas 3 and one secret file; prints the URLs. State in
