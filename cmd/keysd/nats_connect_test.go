@@ -82,3 +82,42 @@ func TestCredentialsInTheURLAreNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenInTheURLIsNeverLogged: a token in --nats-url (nats://TOKEN@host) is kept out of
+// the banner and of the log lines of a reconnection, which nats.go's own redaction would show.
+func TestTokenInTheURLIsNeverLogged(t *testing.T) {
+	t.Parallel()
+	port := testenv.FreePort(t)
+	store := t.TempDir()
+	start := func() *server.Server {
+		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: store,
+			Authorization: "s3cr3tt0ken", NoLog: true, NoSigs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS not ready")
+		}
+		return ns
+	}
+	ns := start()
+	t.Cleanup(func() { ns.Shutdown() })
+	k := startKeysd(t, keysdOptions{natsURL: fmt.Sprintf("nats://s3cr3tt0ken@127.0.0.1:%d", port)})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns = start()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(k.stderr.String(), "NATS reconnected") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(k.stderr.String(), "NATS reconnected") {
+		t.Fatalf("keysd did not log a reconnection within 30s:\n%s", k.stderr)
+	}
+	k.stop()
+	for name, text := range map[string]string{"stdout": k.stdout.String(), "stderr": k.stderr.String()} {
+		if strings.Contains(text, "s3cr3tt0ken") {
+			t.Errorf("keysd's %s shows the token:\n%s", name, text)
+		}
+	}
+}
