@@ -23,7 +23,9 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-## test-short: the quick loop: tests in -short mode, no race detector
+## test-short: the quick loop: tests in -short mode, no race detector; tests marked
+## testenv.Heavy (crash loops, separate processes, benchmark runs) and the suites' heavy
+## cases are skipped
 test-short:
 	scripts/ensure-postgres.sh
 	$(GO) test -short -count=1 -timeout 10m $(PKGS)

@@ -21,6 +21,7 @@ import (
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/service"
 	"github.com/keyledger/keyledger/internal/testenv"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -79,35 +80,18 @@ func openStore(t *testing.T, ns *testenv.NATSServer, timeout time.Duration) *eve
 // on the env's stream, served by an httptest server.
 func (e *env) instance(t *testing.T, readBarrier bool) (string, *commands.Handler) {
 	t.Helper()
-	rm := projections.NewMemory()
-	projector := projections.NewProjector(e.store, rm, projections.ProjectorConfig{
-		Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = projector.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	cmds, err := commands.New(e.store, func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
-		v, err := rm.Key(ctx, projectID, keyID)
-		return v.KeySnapshot, v.LastSeq, err
-	}, e.hasher, commands.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := api.NewHandler(api.Deps{
-		Commands: cmds, ReadModel: rm, Projector: projector, Store: e.store, Hasher: e.hasher,
-		Logger:      slog.New(slog.NewJSONHandler(e.logs, nil)),
-		ReadBarrier: readBarrier,
+	svc, err := service.Start(service.Config{
+		Store: e.store, ReadModel: projections.NewMemory(), Hasher: e.hasher,
+		API:       api.Deps{Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), ReadBarrier: readBarrier},
+		Projector: projections.ProjectorConfig{Logger: slog.New(slog.NewTextHandler(e.logs, nil))},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	t.Cleanup(svc.Stop)
+	srv := httptest.NewServer(svc.Handler)
 	t.Cleanup(srv.Close)
-	return srv.URL, cmds
+	return srv.URL, svc.Commands
 }
 
 // newProject creates a project the way `keysctl projects create` does: one event appended

@@ -16,6 +16,7 @@ import (
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/service"
 	"github.com/keyledger/keyledger/internal/testenv"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -37,26 +38,16 @@ func FuzzPatchHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	rm := projections.NewMemory()
-	projector := projections.NewProjector(store, rm, projections.ProjectorConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = projector.Run(ctx) }()
-	f.Cleanup(func() { cancel(); <-done })
-	cmds, err := commands.New(store, func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
-		v, err := rm.Key(ctx, projectID, keyID)
-		return v.KeySnapshot, v.LastSeq, err
-	}, hasher, commands.Config{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	h, err := api.NewHandler(api.Deps{
-		Commands: cmds, ReadModel: rm, Projector: projector, Store: store, Hasher: hasher,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	svc, err := service.Start(service.Config{
+		Store: store, ReadModel: projections.NewMemory(), Hasher: hasher,
+		API: api.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 	})
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(svc.Stop)
+	cmds, h := svc.Commands, svc.Handler
+	ctx := context.Background()
 	p, err := cmds.CreateProject(ctx, domain.Actor{Type: domain.ActorOperator, ID: "fuzz"}, "fuzz")
 	if err != nil {
 		f.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // What only the in-process read model has: its compact storage. Its behaviour as a read
@@ -71,6 +72,7 @@ func TestUUIDRoundTrip(t *testing.T) {
 // collector may double the live heap before collecting, and the process needs room for
 // everything else).
 func TestMemoryFootprint(t *testing.T) {
+	testenv.Heavy(t, "a large read model")
 	const n = 50_000
 	perKey := measureFootprint(t, n)
 	t.Logf("in-process read model: %.0f bytes of live heap per key (%d keys)", perKey, n)

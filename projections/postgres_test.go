@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -58,27 +57,6 @@ func TestPostgresInstancesStartingTogetherMigrateOnce(t *testing.T) {
 	}
 }
 
-func TestPostgresSchemasAreIndependent(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	url := testenv.Postgres(t)
-	live := openPostgres(t, url, PostgresConfig{})
-	asOf := openPostgres(t, url, PostgresConfig{Schema: "keyledger_asof"})
-	if asOf.Schema() != "keyledger_asof" || live.Schema() != DefaultSchema {
-		t.Fatalf("schemas %q and %q", live.Schema(), asOf.Schema())
-	}
-
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "one")
-	h.applyAll(asOf)
-	h.assertKey(asOf, p, k)
-	h.assertCheckpoint(live, 0)
-	if _, err := live.Key(ctx, p, k); err == nil {
-		t.Fatal("a key applied to one schema shows in the other")
-	}
-}
-
 func TestPostgresConfig(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -129,50 +107,6 @@ func TestOpenPostgresFailsClearly(t *testing.T) {
 	}
 }
 
-// BenchmarkPostgresApply measures how fast the PostgreSQL read model takes batches of a
-// busy stream (creations and changes of recent keys), in the projector's batch sizes under
-// load (about 20 events) and when catching up (1,000):
-// go test ./projections -run '^$' -bench PostgresApply -benchmem
-func BenchmarkPostgresApply(b *testing.B) {
-	for _, size := range []int{20, 1000} {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) { benchmarkPostgresApply(b, size) })
-	}
-}
-
-func benchmarkPostgresApply(b *testing.B, size int) {
-	ctx := context.Background()
-	pg, err := OpenPostgres(ctx, testenv.Postgres(b), PostgresConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pg.Close()
-	h := newHistory(b)
-	p := h.createProject("bench")
-	var keys []string
-	for i := 0; len(h.events) < 100_000; i++ {
-		if i%3 == 2 {
-			h.rename(p, keys[len(keys)-1-i%min(50, len(keys))], fmt.Sprint("renamed ", i))
-		} else {
-			keys = append(keys, h.createKey(p, fmt.Sprint("user-", i%1000), "key"))
-		}
-	}
-	b.ResetTimer()
-	start := time.Now()
-	applied := 0
-	for i := 0; i < b.N; i++ {
-		if h.applied == len(h.events) {
-			b.Fatal("benchmark ran out of events; lower -benchtime")
-		}
-		end := min(h.applied+size, len(h.events))
-		if _, err := pg.Apply(ctx, h.events[h.applied:end]); err != nil {
-			b.Fatal(err)
-		}
-		applied += end - h.applied
-		h.applied = end
-	}
-	b.ReportMetric(float64(applied)/time.Since(start).Seconds(), "events/s")
-}
-
 // TestPostgresKeyLookupPlanIsTheIndex: the projector's per-batch lookup of the keys it
 // changes must read them through the primary key even in the generic plan that a pooled
 // connection keeps after a few runs. Made while the table is empty and never analyzed (as
@@ -203,41 +137,5 @@ func TestPostgresKeyLookupPlanIsTheIndex(t *testing.T) {
 	plan := strings.Join(lines, "\n")
 	if !strings.Contains(plan, "Index Scan using api_keys_pkey") || strings.Contains(plan, "Seq Scan on api_keys") {
 		t.Fatalf("generic plan of the key lookup on an empty table:\n%s\nwant an index scan of api_keys_pkey and no sequential scan", plan)
-	}
-}
-
-// TestPostgresWrittenRowsAreDroppedWhenAnotherWriterMovedOn: an instance reuses the rows it
-// wrote instead of reading them back, but only while the checkpoint is the one it committed.
-// Two instances applying one stream in turns must each read what the other wrote: the key
-// ends as the whole stream says, every rename applied.
-func TestPostgresWrittenRowsAreDroppedWhenAnotherWriterMovedOn(t *testing.T) {
-	t.Parallel()
-	url := testenv.Postgres(t)
-	a, b := openPostgres(t, url, PostgresConfig{}), openPostgres(t, url, PostgresConfig{})
-	ctx := context.Background()
-	h := newHistory(t)
-	p := h.createProject("turns")
-	key := h.createKey(p, "u", "v0")
-	apply := func(pg *Postgres) {
-		t.Helper()
-		if _, err := pg.Apply(ctx, h.events[h.applied:]); err != nil {
-			t.Fatal(err)
-		}
-		h.applied = len(h.events)
-	}
-	apply(a) // a knows the key's row as it wrote it
-	for i, pg := range []*Postgres{b, a, a, b, a} {
-		h.rename(p, key, fmt.Sprint("v", i+1))
-		apply(pg)
-	}
-	got, err := b.Key(ctx, p, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Description != "v5" || got.Version != 6 {
-		t.Fatalf("key after renames through two instances: %q version %d, want v5 version 6", got.Description, got.Version)
-	}
-	if cp, _ := a.Checkpoint(ctx); cp != uint64(len(h.events)) {
-		t.Fatalf("checkpoint %d, want %d", cp, len(h.events))
 	}
 }

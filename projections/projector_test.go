@@ -278,6 +278,7 @@ func TestProjectorsShareOnePostgres(t *testing.T) {
 }
 
 func TestProjectorSurvivesNATSRestart(t *testing.T) {
+	testenv.Heavy(t, "NATS restarts")
 	t.Parallel()
 	env := newStreamEnv(t)
 	w := env.writer()

@@ -56,3 +56,15 @@ type GapError struct{ Checkpoint, Offered uint64 }
 func (e *GapError) Error() string {
 	return fmt.Sprintf("read model is at sequence %d but was offered %d: read again from %d", e.Checkpoint, e.Offered, e.Checkpoint+1)
 }
+
+// KeyLookup is the command side's view of a read model (commands.KeyLookup): a key's state
+// and the stream sequence of its last event.
+func KeyLookup(rm ReadModel) func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
+	return func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
+		v, err := rm.Key(ctx, projectID, keyID)
+		if err != nil {
+			return domain.KeySnapshot{}, 0, err
+		}
+		return v.KeySnapshot, v.LastSeq, nil
+	}
+}

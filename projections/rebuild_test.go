@@ -38,11 +38,7 @@ func newKeysdLike(t *testing.T) *keysdLike {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cached := func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
-		v, err := live.Key(ctx, projectID, keyID)
-		return v.KeySnapshot, v.LastSeq, err
-	}
-	h, err := commands.New(env.store, cached, hasher, commands.Config{})
+	h, err := commands.New(env.store, KeyLookup(live), hasher, commands.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +139,7 @@ func (k *keysdLike) seedKeys(t *testing.T, n int) []string {
 }
 
 func TestRebuildSwapsUnderLoad(t *testing.T) {
+	testenv.Heavy(t, "a rebuild under write load")
 	t.Parallel()
 	ctx := context.Background()
 	k := newKeysdLike(t)

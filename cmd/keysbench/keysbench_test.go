@@ -70,6 +70,7 @@ func expectClean(t *testing.T, r result) {
 }
 
 func TestBaselineServesTheKeysAPIOnPostgreSQL(t *testing.T) {
+	testenv.Heavy(t, "a benchmark server process")
 	ctx := context.Background()
 	url := serve(t, "baseline-server", "--database-url", testenv.Postgres(t))
 	tg, err := prepare(ctx, "baseline", setupConfig{Kind: kindBaseline, URL: url, Keys: 20})
@@ -114,6 +115,7 @@ func TestFloorAnswersEveryRequest(t *testing.T) {
 // TestEveryScenarioAgainstKeysd drives a real keysd (embedded NATS, PostgreSQL read model)
 // through every scenario, creating its project as keysctl does.
 func TestEveryScenarioAgainstKeysd(t *testing.T) {
+	testenv.Heavy(t, "every benchmark scenario against keysd processes")
 	ctx := context.Background()
 	bin := testenv.Binary(t, "./cmd/keysd")
 	dir := t.TempDir()

@@ -328,6 +328,7 @@ func TestEventsTailFollow(t *testing.T) {
 // TestEventsTailFollowBinary stops a following keysctl process with SIGINT and SIGTERM, as
 // an operator does, and expects exit 0 with everything printed.
 func TestEventsTailFollowBinary(t *testing.T) {
+	testenv.Heavy(t, "a keysctl process")
 	t.Parallel()
 	bin := testenv.Binary(t, "./cmd/keysctl")
 	e := newTailEnv(t)
@@ -366,6 +367,7 @@ func ptr[T any](v T) *T { return &v }
 // TestEventsTailFollowSurvivesNATSRestart: a following tail outlives the NATS server
 // restarting, and prints what is appended afterwards without repeating anything.
 func TestEventsTailFollowSurvivesNATSRestart(t *testing.T) {
+	testenv.Heavy(t, "NATS restarts")
 	t.Parallel()
 	e := newTailEnv(t)
 	p := e.project(t)

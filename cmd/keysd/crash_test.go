@@ -324,6 +324,7 @@ func createKeys(t *testing.T, k *keysd, p project, n int) []string {
 // dies with the process), and with an external nats-server and PostgreSQL (the projector is
 // killed wherever it is, between applying a batch and committing its checkpoint included).
 func TestCrashKill9DuringPatchLoad(t *testing.T) {
+	testenv.Heavy(t, "crash loop")
 	t.Run("embedded NATS, in-process read model", func(t *testing.T) {
 		t.Parallel()
 		k := startKeysd(t, keysdOptions{})
@@ -365,6 +366,7 @@ func TestCrashKill9DuringPatchLoad(t *testing.T) {
 // meanwhile keysd answers 503 with Retry-After (the load fails the test on any other 5xx),
 // then it recovers by itself, and nothing acknowledged is lost.
 func TestCrashNATSRestartDuringLoad(t *testing.T) {
+	testenv.Heavy(t, "crash loop")
 	t.Parallel()
 	ns := testenv.ExternalNATS(t)
 	db := testenv.Postgres(t)
@@ -489,6 +491,7 @@ func (p *tcpProxy) cut() {
 // checks and PATCHes get 503 SERVICE_UNAVAILABLE with Retry-After, never a 500; afterwards
 // the projector catches up by itself and the read model equals a replay of the stream.
 func TestCrashReadModelUnreachable(t *testing.T) {
+	testenv.Heavy(t, "crash loop")
 	t.Parallel()
 	ns := testenv.ExternalNATS(t)
 	db := testenv.Postgres(t)

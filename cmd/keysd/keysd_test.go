@@ -109,6 +109,7 @@ func TestEmbeddedDefaultsEndToEnd(t *testing.T) {
 // PATCHing one key through both: no lost update, contiguous versions, every change visible
 // on the other instance right after its 200, and the read model equal to a replay.
 func TestTwoInstancesSharingNATSAndPostgres(t *testing.T) {
+	testenv.Heavy(t, "two keysd processes under load")
 	ns := testenv.ExternalNATS(t)
 	db := testenv.Postgres(t)
 	shared := filepath.Join(t.TempDir(), "secret")

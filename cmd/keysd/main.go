@@ -24,11 +24,11 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"github.com/keyledger/keyledger/api"
-	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
 	"github.com/keyledger/keyledger/internal/memlimit"
 	"github.com/keyledger/keyledger/internal/secretfile"
+	"github.com/keyledger/keyledger/internal/service"
 	"github.com/keyledger/keyledger/projections"
 )
 
@@ -97,38 +97,25 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	tuneGC(cfg, os.Getenv, memlimit.Limit, log)
 	defer rm.Close()
 
-	projector := projections.NewProjector(store, rm, projections.ProjectorConfig{Logger: log})
-	projCtx, stopProjector := context.WithCancel(context.Background())
-	projDone := make(chan struct{})
-	go func() {
-		defer close(projDone)
-		_ = projector.Run(projCtx)
-	}()
-	defer func() {
-		stopProjector()
-		<-projDone
-	}()
-
-	cmds, err := commands.New(store, cachedKey(rm), hasher, commands.Config{})
-	if err != nil {
-		return err
-	}
 	registry := prometheus.NewRegistry()
-	handler, err := api.NewHandler(api.Deps{
-		Commands: cmds, ReadModel: rm, Projector: projector, Store: store, Hasher: hasher,
-		Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
-		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+	svc, err := service.Start(service.Config{
+		Store: store, ReadModel: rm, Hasher: hasher,
+		API: api.Deps{
+			Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
+			RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		},
 	})
 	if err != nil {
 		return err
 	}
+	defer svc.Stop()
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
 	printBanner(stdout, cfg, ln.Addr().String(), embedded != nil, rmDesc)
-	srv := api.NewServer(cfg.HTTPAddr, handler)
+	srv := api.NewServer(cfg.HTTPAddr, svc.Handler)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier())
@@ -197,17 +184,6 @@ func openReadModel(ctx context.Context, cfg config) (projections.ReadModel, stri
 		return projections.NewKeyCache(pg, cfg.KeyCacheSize), fmt.Sprintf("PostgreSQL (keys cached in memory, up to %d)", cfg.KeyCacheSize), nil
 	}
 	return pg, "PostgreSQL", nil
-}
-
-// cachedKey lets the command side start from the read model's state of a key.
-func cachedKey(rm projections.ReadModel) commands.KeyLookup {
-	return func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
-		v, err := rm.Key(ctx, projectID, keyID)
-		if err != nil {
-			return domain.KeySnapshot{}, 0, err
-		}
-		return v.KeySnapshot, v.LastSeq, nil
-	}
 }
 
 func printBanner(w io.Writer, cfg config, httpAddr string, embedded bool, rmDesc string) {

@@ -269,3 +269,13 @@ func Postgres(t testing.TB) string {
 	u.Path = "/" + name
 	return u.String()
 }
+
+// Heavy marks a test as one of the long or heavy ones (separate processes, crash loops,
+// benchmarks' end-to-end runs): `go test -short` (make test-short) skips it, saying why;
+// `make test` runs it.
+func Heavy(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("heavy (%s): skipped in -short mode; make test runs it", why)
+	}
+}

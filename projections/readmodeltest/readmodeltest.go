@@ -1,4 +1,8 @@
-package projections
+// Package readmodeltest is the read-model conformance suite, exported in the shape of
+// watermill's tests.TestPubSub so that every implementation of projections.ReadModel, in
+// this repository or outside it, runs the same tests: TestReadModel(t, factory). History
+// builds streams of events for such tests.
+package readmodeltest
 
 import (
 	"context"
@@ -14,44 +18,17 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
-	"github.com/keyledger/keyledger/internal/testenv"
+	"github.com/keyledger/keyledger/projections"
 )
 
-// The read-model conformance suite: every behaviour of ReadModel is tested once here and
-// run against each implementation.
-
-func TestMemoryReadModel(t *testing.T) {
-	t.Parallel()
-	runReadModelSuite(t, func(t *testing.T) ReadModel { return NewMemory() })
-}
-
-func TestPostgresReadModel(t *testing.T) {
-	t.Parallel()
-	runReadModelSuite(t, newPostgres)
-}
-
-// newPostgres opens a read model in a fresh database of its own.
-func newPostgres(t *testing.T) ReadModel {
-	t.Helper()
-	return openPostgres(t, testenv.Postgres(t), PostgresConfig{})
-}
-
-func openPostgres(t *testing.T, url string, cfg PostgresConfig) *Postgres {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pg, err := OpenPostgres(ctx, url, cfg)
-	if err != nil {
-		t.Fatalf("open PostgreSQL read model: %v", err)
-	}
-	t.Cleanup(pg.Close)
-	return pg
-}
-
-func runReadModelSuite(t *testing.T, newRM func(t *testing.T) ReadModel) {
+// TestReadModel runs the read-model conformance suite against the read models newRM makes,
+// a fresh one for each test (they run in parallel). Every behaviour of projections.ReadModel
+// is tested here once and run against each implementation; in -short mode the heavy cases
+// (large batches, reads during applies) are skipped.
+func TestReadModel(t *testing.T, newRM func(t *testing.T) projections.ReadModel) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, rm ReadModel)
+		run  func(t *testing.T, rm projections.ReadModel)
 	}{
 		{"EmptyReadModel", testEmptyReadModel},
 		{"CreateProjectAndKey", testCreateProjectAndKey},
@@ -69,8 +46,12 @@ func runReadModelSuite(t *testing.T, newRM func(t *testing.T) ReadModel) {
 		{"ReadsDuringApply", testReadsDuringApply},
 		{"EveryEventTypeIsStored", testEveryEventTypeIsStored},
 	}
+	heavy := map[string]bool{"LargeBatchMatchesFold": true, "ReadsDuringApply": true}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if testing.Short() && heavy[tt.name] {
+				t.Skip("heavy: skipped in -short mode")
+			}
 			t.Parallel()
 			tt.run(t, newRM(t))
 		})
@@ -80,9 +61,9 @@ func runReadModelSuite(t *testing.T, newRM func(t *testing.T) ReadModel) {
 // testEveryEventTypeIsStored applies every event type's example (domain.EventDefinitions)
 // and checks that the read model shows what the domain's fold says: a type a read model
 // does not store, or stores only in part, fails here.
-func testEveryEventTypeIsStored(t *testing.T, rm ReadModel) {
+func testEveryEventTypeIsStored(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
+	h := NewHistory(t)
 	defs := domain.EventDefinitions()
 	var creation domain.EventDefinition
 	for _, d := range defs {
@@ -91,7 +72,7 @@ func testEveryEventTypeIsStored(t *testing.T, rm ReadModel) {
 		}
 	}
 	wantProjects := map[string]domain.ProjectSnapshot{}
-	p := h.createProject("every event type")
+	p := h.CreateProject("every event type")
 	var keys []string
 	for _, d := range defs {
 		switch {
@@ -118,9 +99,9 @@ func testEveryEventTypeIsStored(t *testing.T, rm ReadModel) {
 			keys = append(keys, key)
 		}
 	}
-	h.applyAll(rm)
+	h.ApplyAll(rm)
 	for _, key := range keys {
-		h.assertKey(rm, p, key)
+		h.AssertKey(rm, p, key)
 	}
 	for id, want := range wantProjects {
 		got, err := rm.Project(ctx, id)
@@ -133,7 +114,7 @@ func testEveryEventTypeIsStored(t *testing.T, rm ReadModel) {
 	}
 }
 
-func testEmptyReadModel(t *testing.T, rm ReadModel) {
+func testEmptyReadModel(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
 	if cp, err := rm.Checkpoint(ctx); err != nil || cp != 0 {
 		t.Fatalf("Checkpoint = %d, %v; want 0", cp, err)
@@ -146,14 +127,14 @@ func testEmptyReadModel(t *testing.T, rm ReadModel) {
 	}
 }
 
-func testCreateProjectAndKey(t *testing.T, rm ReadModel) {
-	h := newHistory(t)
-	p := h.createProject("acme")
+func testCreateProjectAndKey(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
 	expires := h.now.Add(30 * 24 * time.Hour)
-	k := h.createKey(p, "user-1", "ci deploys", withExpiry(expires), public())
-	h.applyAll(rm)
+	k := h.CreateKey(p, "user-1", "ci deploys", WithExpiry(expires), Public())
+	h.ApplyAll(rm)
 
-	h.assertKey(rm, p, k)
+	h.AssertKey(rm, p, k)
 	got, err := rm.Project(context.Background(), p)
 	if err != nil {
 		t.Fatalf("Project: %v", err)
@@ -161,24 +142,24 @@ func testCreateProjectAndKey(t *testing.T, rm ReadModel) {
 	if want := h.projects[p]; describeProject(got) != describeProject(want) {
 		t.Errorf("Project = %s\nwant      %s", describeProject(got), describeProject(want))
 	}
-	h.assertCheckpoint(rm, h.seq)
+	h.AssertCheckpoint(rm, h.seq)
 }
 
-func testKeysByUserNewestFirst(t *testing.T, rm ReadModel) {
-	h := newHistory(t)
-	p, other := h.createProject("acme"), h.createProject("other")
-	oldest := h.createKey(p, "u", "oldest")
-	h.tick(time.Second)
-	middle := h.createKey(p, "u", "middle")
-	h.revoke(p, middle)
-	sameMilli := h.createKey(p, "u", "same millisecond, created later") // same created_at: the later event is newer
-	h.tick(time.Hour)
-	newest := h.createKey(p, "u", "newest", withExpiry(h.now.Add(-time.Minute))) // expired already
-	h.tick(-30 * time.Minute)                                                    // another instance's clock
-	lateButOlder := h.createKey(p, "u", "appended last, created earlier")
-	h.createKey(p, "someone else", "not theirs")
-	h.createKey(other, "u", "same user id, another project")
-	h.applyAll(rm)
+func testKeysByUserNewestFirst(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p, other := h.CreateProject("acme"), h.CreateProject("other")
+	oldest := h.CreateKey(p, "u", "oldest")
+	h.Tick(time.Second)
+	middle := h.CreateKey(p, "u", "middle")
+	h.Revoke(p, middle)
+	sameMilli := h.CreateKey(p, "u", "same millisecond, created later") // same created_at: the later event is newer
+	h.Tick(time.Hour)
+	newest := h.CreateKey(p, "u", "newest", WithExpiry(h.now.Add(-time.Minute))) // expired already
+	h.Tick(-30 * time.Minute)                                                    // another instance's clock
+	lateButOlder := h.CreateKey(p, "u", "appended last, created earlier")
+	h.CreateKey(p, "someone else", "not theirs")
+	h.CreateKey(other, "u", "same user id, another project")
+	h.ApplyAll(rm)
 
 	got, err := rm.KeysByUser(context.Background(), p, "u")
 	if err != nil {
@@ -196,88 +177,88 @@ func testKeysByUserNewestFirst(t *testing.T, rm ReadModel) {
 	}
 }
 
-func testDescriptionChanged(t *testing.T, rm ReadModel) {
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "before")
-	h.applyAll(rm)
-	h.rename(p, k, "after")
-	h.applyAll(rm)
-	v := h.assertKey(rm, p, k)
+func testDescriptionChanged(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "before")
+	h.ApplyAll(rm)
+	h.Rename(p, k, "after")
+	h.ApplyAll(rm)
+	v := h.AssertKey(rm, p, k)
 	if v.Description != "after" || v.Version != 2 || v.LastSeq != h.seq {
 		t.Errorf("after rename: description %q version %d last seq %d; want %q 2 %d", v.Description, v.Version, v.LastSeq, "after", h.seq)
 	}
-	h.rename(p, k, "")
-	h.applyAll(rm)
-	h.assertKey(rm, p, k)
+	h.Rename(p, k, "")
+	h.ApplyAll(rm)
+	h.AssertKey(rm, p, k)
 }
 
-func testRevokeKeepsFirstTimestamp(t *testing.T, rm ReadModel) {
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "to revoke")
-	h.tick(time.Minute)
-	first := h.revoke(p, k)
-	h.applyAll(rm)
-	v := h.assertKey(rm, p, k)
+func testRevokeKeepsFirstTimestamp(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "to revoke")
+	h.Tick(time.Minute)
+	first := h.Revoke(p, k)
+	h.ApplyAll(rm)
+	v := h.AssertKey(rm, p, k)
 	if v.RevokedAt == nil || !v.RevokedAt.Equal(first) {
 		t.Fatalf("RevokedAt = %v, want %v", v.RevokedAt, first)
 	}
 	// The domain emits no second KeyRevoked, but the stream may hold one (an older writer,
 	// a hand-made event): the first revocation still wins, and the version moves on.
-	h.tick(time.Hour)
+	h.Tick(time.Hour)
 	h.appendKeyEvent(p, k, domain.KeyRevoked{RevokedAt: h.now})
-	h.rename(p, k, "renamed after revocation")
-	h.applyAll(rm)
-	v = h.assertKey(rm, p, k)
+	h.Rename(p, k, "renamed after revocation")
+	h.ApplyAll(rm)
+	v = h.AssertKey(rm, p, k)
 	if !v.RevokedAt.Equal(first) || v.Version != 4 {
 		t.Fatalf("after a second revocation: RevokedAt %v version %d; want %v 4", v.RevokedAt, v.Version, first)
 	}
 }
 
-func testReapplyingIsIdempotent(t *testing.T, rm ReadModel) {
+func testReapplyingIsIdempotent(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "one")
-	h.rename(p, k, "two")
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "one")
+	h.Rename(p, k, "two")
 	batch := slices.Clone(h.events)
-	h.applyAll(rm)
+	h.ApplyAll(rm)
 	for range 2 {
 		cp, err := rm.Apply(ctx, batch)
 		if err != nil || cp != h.seq {
 			t.Fatalf("re-Apply = %d, %v; want %d, nil", cp, err, h.seq)
 		}
 	}
-	h.assertKey(rm, p, k)
+	h.AssertKey(rm, p, k)
 
 	// A batch that overlaps the checkpoint applies only its new part.
-	h.rename(p, k, "three")
-	overlap := append(slices.Clone(batch[1:]), h.pending()...)
+	h.Rename(p, k, "three")
+	overlap := append(slices.Clone(batch[1:]), h.Pending()...)
 	if cp, err := rm.Apply(ctx, overlap); err != nil || cp != h.seq {
 		t.Fatalf("Apply(overlapping) = %d, %v; want %d, nil", cp, err, h.seq)
 	}
 	h.applied = len(h.events)
-	v := h.assertKey(rm, p, k)
+	v := h.AssertKey(rm, p, k)
 	if v.Version != 3 {
 		t.Errorf("version %d after overlapping batch, want 3", v.Version)
 	}
 	h.assertKeysByUser(rm, p, "u")
 }
 
-func testGapIsRefused(t *testing.T, rm ReadModel) {
+func testGapIsRefused(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "one")
-	early := h.pending()
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "one")
+	early := h.Pending()
 	h.applied = len(h.events)
 
 	// Nothing applied yet: a batch starting at 2 leaves out 1.
 	_, err := rm.Apply(ctx, early[1:])
-	var gap *GapError
+	var gap *projections.GapError
 	if !errors.As(err, &gap) || gap.Checkpoint != 0 || gap.Offered != 2 {
-		t.Fatalf("Apply(from 2) on an empty read model = %v; want GapError{0, 2}", err)
+		t.Fatalf("Apply(from 2) on an empty read model = %v; want projections.GapError{0, 2}", err)
 	}
 	if _, err := rm.Key(ctx, p, k); !errors.Is(err, domain.ErrKeyNotFound) {
 		t.Fatalf("a refused batch was applied: Key = %v", err)
@@ -286,46 +267,46 @@ func testGapIsRefused(t *testing.T, rm ReadModel) {
 		t.Fatal(err)
 	}
 
-	h.rename(p, k, "two")
-	h.rename(p, k, "three")
-	later := h.pending()
+	h.Rename(p, k, "two")
+	h.Rename(p, k, "three")
+	later := h.Pending()
 	h.applied = len(h.events)
 	cp, err := rm.Apply(ctx, later[1:])
-	if !errors.As(err, &gap) || *gap != (GapError{Checkpoint: 2, Offered: 4}) {
-		t.Fatalf("Apply(from 4) at checkpoint 2 = %d, %v; want GapError{2, 4}", cp, err)
+	if !errors.As(err, &gap) || *gap != (projections.GapError{Checkpoint: 2, Offered: 4}) {
+		t.Fatalf("Apply(from 4) at checkpoint 2 = %d, %v; want projections.GapError{2, 4}", cp, err)
 	}
 	if !strings.Contains(err.Error(), "read again from 3") {
-		t.Errorf("GapError says %q; want it to say where to read from", err)
+		t.Errorf("projections.GapError says %q; want it to say where to read from", err)
 	}
-	h.assertCheckpoint(rm, 2)
+	h.AssertCheckpoint(rm, 2)
 	if v, _ := rm.Key(ctx, p, k); v.Description != "one" {
 		t.Fatalf("a refused batch was applied: description %q", v.Description)
 	}
 	if cp, err := rm.Apply(ctx, later); err != nil || cp != 4 {
 		t.Fatalf("Apply(from 3) = %d, %v", cp, err)
 	}
-	h.assertKey(rm, p, k)
+	h.AssertKey(rm, p, k)
 }
 
-func testPoisonAdvancesCheckpoint(t *testing.T, rm ReadModel) {
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "one")
+func testPoisonAdvancesCheckpoint(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "one")
 	h.poison(p)
-	h.rename(p, k, "two")
-	h.applyAll(rm)
-	h.assertCheckpoint(rm, 4)
-	h.assertKey(rm, p, k)
+	h.Rename(p, k, "two")
+	h.ApplyAll(rm)
+	h.AssertCheckpoint(rm, 4)
+	h.AssertKey(rm, p, k)
 
 	h.poison(p) // a batch of poison only
-	h.applyAll(rm)
-	h.assertCheckpoint(rm, 5)
+	h.ApplyAll(rm)
+	h.AssertCheckpoint(rm, 5)
 }
 
-func testEventsTheAggregateRejectsAreIgnored(t *testing.T, rm ReadModel) {
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "one")
+func testEventsTheAggregateRejectsAreIgnored(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "one")
 	created := h.events[len(h.events)-1].Event
 
 	// A second creation of the same key with other content.
@@ -344,11 +325,11 @@ func testEventsTheAggregateRejectsAreIgnored(t *testing.T, rm ReadModel) {
 	proj.Data = domain.ProjectCreated{Name: "hijacked", ServerKeyID: "x", ServerKeyHash: "y", CreatedAt: h.now}
 	h.appendRaw(proj)
 	// And then a valid change, which applies.
-	h.rename(p, k, "two")
-	h.applyAll(rm)
+	h.Rename(p, k, "two")
+	h.ApplyAll(rm)
 
-	h.assertCheckpoint(rm, h.seq)
-	v := h.assertKey(rm, p, k)
+	h.AssertCheckpoint(rm, h.seq)
+	v := h.AssertKey(rm, p, k)
 	if v.UserID != "u" || v.Description != "two" || v.Version != 2 {
 		t.Errorf("key = user %q description %q version %d; want u, two, 2", v.UserID, v.Description, v.Version)
 	}
@@ -363,12 +344,12 @@ func testEventsTheAggregateRejectsAreIgnored(t *testing.T, rm ReadModel) {
 	h.assertKeysByUser(rm, p, "intruder")
 }
 
-func testNotFound(t *testing.T, rm ReadModel) {
+func testNotFound(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
-	p, other := h.createProject("acme"), h.createProject("other")
-	k := h.createKey(p, "u", "one")
-	h.applyAll(rm)
+	h := NewHistory(t)
+	p, other := h.CreateProject("acme"), h.CreateProject("other")
+	k := h.CreateKey(p, "u", "one")
+	h.ApplyAll(rm)
 
 	for _, c := range []struct{ project, key string }{
 		{p, newUUID()},          // no such key
@@ -389,23 +370,23 @@ func testNotFound(t *testing.T, rm ReadModel) {
 	}
 }
 
-func testEachKey(t *testing.T, rm ReadModel) {
+func testEachKey(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
-	p, other := h.createProject("acme"), h.createProject("other")
+	h := NewHistory(t)
+	p, other := h.CreateProject("acme"), h.CreateProject("other")
 	var want []string
 	for i := range 1100 { // more than one page or chunk
 		project := p
 		if i%3 == 0 {
 			project = other
 		}
-		want = append(want, h.createKey(project, fmt.Sprintf("user-%d", i%7), "key"))
+		want = append(want, h.CreateKey(project, fmt.Sprintf("user-%d", i%7), "key"))
 	}
-	h.revoke(p, want[1])
-	h.applyAll(rm)
+	h.Revoke(p, want[1])
+	h.ApplyAll(rm)
 
 	var got []string
-	err := rm.EachKey(ctx, func(v KeyView) error {
+	err := rm.EachKey(ctx, func(v projections.KeyView) error {
 		got = append(got, v.ID)
 		h.assertView(v, v.ProjectID, v.ID)
 		return nil
@@ -421,18 +402,18 @@ func testEachKey(t *testing.T, rm ReadModel) {
 
 	stop := errors.New("stop")
 	calls := 0
-	err = rm.EachKey(ctx, func(KeyView) error { calls++; return stop })
+	err = rm.EachKey(ctx, func(projections.KeyView) error { calls++; return stop })
 	if !errors.Is(err, stop) || calls != 1 {
 		t.Fatalf("EachKey after fn failed: %v after %d calls; want fn's error after 1", err, calls)
 	}
 }
 
-func testTimesRoundTrip(t *testing.T, rm ReadModel) {
+func testTimesRoundTrip(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
+	h := NewHistory(t)
 	kolkata := time.FixedZone("IST", 5*3600+30*60)
 	h.now = time.Date(2024, 2, 29, 23, 59, 59, 987_654_321, kolkata) // sub-millisecond, not UTC
-	p := h.createProject("acme")
+	p := h.CreateProject("acme")
 	cases := []struct {
 		name    string
 		expires time.Time
@@ -444,10 +425,10 @@ func testTimesRoundTrip(t *testing.T, rm ReadModel) {
 	}
 	ids := make([]string, len(cases))
 	for i, c := range cases {
-		ids[i] = h.createKey(p, "u", c.name, withExpiry(c.expires))
+		ids[i] = h.CreateKey(p, "u", c.name, WithExpiry(c.expires))
 	}
-	h.revoke(p, ids[0])
-	h.applyAll(rm)
+	h.Revoke(p, ids[0])
+	h.ApplyAll(rm)
 	for i, c := range cases {
 		v, err := rm.Key(ctx, p, ids[i])
 		if err != nil {
@@ -468,39 +449,39 @@ func testTimesRoundTrip(t *testing.T, rm ReadModel) {
 	}
 }
 
-func testLargeBatchMatchesFold(t *testing.T, rm ReadModel) {
+func testLargeBatchMatchesFold(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
-	h := newHistory(t)
-	projects := []string{h.createProject("a"), h.createProject("b")}
+	h := NewHistory(t)
+	projects := []string{h.CreateProject("a"), h.CreateProject("b")}
 	var keys [][2]string
 	for i := range 3000 {
-		h.tick(time.Duration(i%3) * time.Millisecond)
+		h.Tick(time.Duration(i%3) * time.Millisecond)
 		switch {
 		case i%4 != 3 || len(keys) == 0:
 			p := projects[i%2]
-			keys = append(keys, [2]string{p, h.createKey(p, fmt.Sprintf("u%d", i%11), fmt.Sprint("key ", i))})
+			keys = append(keys, [2]string{p, h.CreateKey(p, fmt.Sprintf("u%d", i%11), fmt.Sprint("key ", i))})
 		case i%8 == 3:
 			k := keys[(i*7)%len(keys)]
-			h.rename(k[0], k[1], fmt.Sprint("renamed at ", i))
+			h.Rename(k[0], k[1], fmt.Sprint("renamed at ", i))
 		default:
 			k := keys[(i*13)%len(keys)]
-			h.revoke(k[0], k[1])
+			h.Revoke(k[0], k[1])
 		}
 		if i%997 == 0 {
 			h.poison(projects[0])
 		}
 	}
 	// Three uneven batches, each changing some keys several times over.
-	events := h.pending()
+	events := h.Pending()
 	h.applied = len(h.events)
 	for _, part := range [][]eventstore.RecordedEvent{events[:1234], events[1234:1235], events[1235:]} {
 		if _, err := rm.Apply(ctx, part); err != nil {
 			t.Fatalf("Apply: %v", err)
 		}
 	}
-	h.assertCheckpoint(rm, h.seq)
+	h.AssertCheckpoint(rm, h.seq)
 	n := 0
-	if err := rm.EachKey(ctx, func(v KeyView) error { n++; h.assertView(v, v.ProjectID, v.ID); return nil }); err != nil {
+	if err := rm.EachKey(ctx, func(v projections.KeyView) error { n++; h.assertView(v, v.ProjectID, v.ID); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if n != len(keys) {
@@ -511,13 +492,13 @@ func testLargeBatchMatchesFold(t *testing.T, rm ReadModel) {
 	}
 }
 
-func testReadsDuringApply(t *testing.T, rm ReadModel) {
+func testReadsDuringApply(t *testing.T, rm projections.ReadModel) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHistory(t)
-	p := h.createProject("acme")
-	k := h.createKey(p, "u", "v0")
-	h.applyAll(rm)
+	h := NewHistory(t)
+	p := h.CreateProject("acme")
+	k := h.CreateKey(p, "u", "v0")
+	h.ApplyAll(rm)
 
 	var wg sync.WaitGroup
 	for range 4 {
@@ -542,17 +523,19 @@ func testReadsDuringApply(t *testing.T, rm ReadModel) {
 		})
 	}
 	for i := range 50 {
-		h.rename(p, k, fmt.Sprint("v", i+1))
-		h.applyAll(rm)
+		h.Rename(p, k, fmt.Sprint("v", i+1))
+		h.ApplyAll(rm)
 	}
 	cancel()
 	wg.Wait()
-	h.assertKey(rm, p, k)
+	h.AssertKey(rm, p, k)
 }
 
 // history builds a stream of events with the domain's own decisions, numbers them as the
 // event store would, and folds them into the state every read model must show.
-type history struct {
+// History is a stream of events made for a test, numbered as the stream would number them,
+// with the fold the domain makes of each key: what a read model must show.
+type History struct {
 	t        testing.TB
 	seq      uint64
 	now      time.Time
@@ -565,25 +548,27 @@ type history struct {
 	names    map[string]string // key id -> description at creation, for messages
 }
 
-func newHistory(t testing.TB) *history {
-	return &history{
+// NewHistory starts an empty stream whose helpers fail t.
+func NewHistory(t testing.TB) *History {
+	return &History{
 		t: t, now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
 		keys: map[string]*domain.Key{}, lastSeq: map[string]uint64{}, created: map[string]uint64{},
 		projects: map[string]domain.ProjectSnapshot{}, names: map[string]string{},
 	}
 }
 
-func (h *history) meta() domain.Meta {
+func (h *History) meta() domain.Meta {
 	return domain.Meta{
 		Time: h.now, Actor: domain.Actor{Type: domain.ActorOperator, ID: "test"},
 		RequestID: "req-" + newUUID(), NewID: newUUID,
 	}
 }
 
-func (h *history) tick(d time.Duration) { h.now = h.now.Add(d) }
+// Tick moves the history's clock on.
+func (h *History) Tick(d time.Duration) { h.now = h.now.Add(d) }
 
 // record numbers an event and decodes it back from its stored form, as a reader gets it.
-func (h *history) record(e domain.Event) eventstore.RecordedEvent {
+func (h *History) record(e domain.Event) eventstore.RecordedEvent {
 	h.t.Helper()
 	raw, err := domain.MarshalEvent(e)
 	if err != nil {
@@ -604,7 +589,8 @@ func (h *history) record(e domain.Event) eventstore.RecordedEvent {
 	return r
 }
 
-func (h *history) createProject(name string) string {
+// CreateProject records a project's creation and returns its id.
+func (h *History) CreateProject(name string) string {
 	h.t.Helper()
 	id := newUUID()
 	e, err := domain.DecideCreateProject(domain.CreateProject{ProjectID: id, Name: name, ServerKeyID: newUUID(), ServerKeyHash: strings.Repeat("ab", 32)}, h.meta())
@@ -620,12 +606,17 @@ func (h *history) createProject(name string) string {
 	return id
 }
 
-type keyOption func(*domain.CreateKey)
+// KeyOption sets something of a key CreateKey creates.
+type KeyOption func(*domain.CreateKey)
 
-func withExpiry(t time.Time) keyOption { return func(c *domain.CreateKey) { c.ExpiresAt = &t } }
-func public() keyOption                { return func(c *domain.CreateKey) { c.IsPublic = true } }
+// WithExpiry makes the key expire at t.
+func WithExpiry(t time.Time) KeyOption { return func(c *domain.CreateKey) { c.ExpiresAt = &t } }
 
-func (h *history) createKey(project, user, description string, opts ...keyOption) string {
+// Public makes the key a public one.
+func Public() KeyOption { return func(c *domain.CreateKey) { c.IsPublic = true } }
+
+// CreateKey records a key's creation and returns its id.
+func (h *History) CreateKey(project, user, description string, opts ...KeyOption) string {
 	h.t.Helper()
 	id := newUUID()
 	hash := make([]byte, 32)
@@ -644,7 +635,8 @@ func (h *history) createKey(project, user, description string, opts ...keyOption
 	return id
 }
 
-func (h *history) update(project, key string, u domain.UpdateKey) {
+// Update records the events the domain decides for a PATCH of the key.
+func (h *History) Update(project, key string, u domain.UpdateKey) {
 	h.t.Helper()
 	events, err := h.keys[key].DecideUpdate(u, h.meta())
 	if err != nil {
@@ -655,25 +647,26 @@ func (h *history) update(project, key string, u domain.UpdateKey) {
 	}
 }
 
-func (h *history) rename(project, key, description string) {
-	h.update(project, key, domain.UpdateKey{Description: &description})
+// Rename records a change of the key's description.
+func (h *History) Rename(project, key, description string) {
+	h.Update(project, key, domain.UpdateKey{Description: &description})
 }
 
-// revoke revokes a key and returns the revocation time as the read models store it.
-func (h *history) revoke(project, key string) time.Time {
+// Revoke revokes a key and returns the revocation time as the read models store it.
+func (h *History) Revoke(project, key string) time.Time {
 	revoked := true
-	h.update(project, key, domain.UpdateKey{Revoked: &revoked})
+	h.Update(project, key, domain.UpdateKey{Revoked: &revoked})
 	return h.now.UTC().Truncate(time.Millisecond)
 }
 
 // appendKeyEvent appends an event the domain would not decide, at the key's next version.
-func (h *history) appendKeyEvent(project, key string, data domain.EventData) {
+func (h *History) appendKeyEvent(project, key string, data domain.EventData) {
 	h.t.Helper()
 	h.evolve(h.appendRawKeyEvent(project, key, h.keys[key].Version()+1, data))
 }
 
 // appendRawKeyEvent appends a hand-made key event without folding it.
-func (h *history) appendRawKeyEvent(project, key string, version int, data domain.EventData) eventstore.RecordedEvent {
+func (h *History) appendRawKeyEvent(project, key string, version int, data domain.EventData) eventstore.RecordedEvent {
 	user := "u"
 	if k := h.keys[key]; k != nil {
 		user = k.Snapshot().UserID
@@ -687,10 +680,10 @@ func (h *history) appendRawKeyEvent(project, key string, version int, data domai
 	return h.appendRaw(e)
 }
 
-func (h *history) appendRaw(e domain.Event) eventstore.RecordedEvent { return h.record(e) }
+func (h *History) appendRaw(e domain.Event) eventstore.RecordedEvent { return h.record(e) }
 
 // poison appends a message that is not an event.
-func (h *history) poison(project string) {
+func (h *History) poison(project string) {
 	h.seq++
 	raw := []byte("garbage {")
 	_, err := domain.UnmarshalEvent(raw)
@@ -700,7 +693,7 @@ func (h *history) poison(project string) {
 	})
 }
 
-func (h *history) evolve(r eventstore.RecordedEvent) {
+func (h *History) evolve(r eventstore.RecordedEvent) {
 	h.t.Helper()
 	next, err := domain.EvolveKey(h.keys[r.Event.KeyID], r.Event)
 	if err != nil {
@@ -713,15 +706,18 @@ func (h *history) evolve(r eventstore.RecordedEvent) {
 	}
 }
 
-// pending returns the events not yet handed to a read model.
-func (h *history) pending() []eventstore.RecordedEvent {
+// Events returns every message recorded so far, in stream order.
+func (h *History) Events() []eventstore.RecordedEvent { return slices.Clone(h.events) }
+
+// Pending returns the events not yet handed to a read model.
+func (h *History) Pending() []eventstore.RecordedEvent {
 	return slices.Clone(h.events[h.applied:])
 }
 
-// applyAll applies the pending events as one batch and checks the returned checkpoint.
-func (h *history) applyAll(rm ReadModel) {
+// ApplyAll applies the pending events as one batch and checks the returned checkpoint.
+func (h *History) ApplyAll(rm projections.ReadModel) {
 	h.t.Helper()
-	cp, err := rm.Apply(context.Background(), h.pending())
+	cp, err := rm.Apply(context.Background(), h.Pending())
 	if err != nil {
 		h.t.Fatalf("Apply: %v", err)
 	}
@@ -731,7 +727,8 @@ func (h *history) applyAll(rm ReadModel) {
 	h.applied = len(h.events)
 }
 
-func (h *history) assertCheckpoint(rm ReadModel, want uint64) {
+// AssertCheckpoint fails the test unless the read model's checkpoint is want.
+func (h *History) AssertCheckpoint(rm projections.ReadModel, want uint64) {
 	h.t.Helper()
 	if cp, err := rm.Checkpoint(context.Background()); err != nil || cp != want {
 		h.t.Fatalf("Checkpoint = %d, %v; want %d", cp, err, want)
@@ -739,17 +736,18 @@ func (h *history) assertCheckpoint(rm ReadModel, want uint64) {
 }
 
 // want is the key as the fold of the stream has it, with times at millisecond precision.
-func (h *history) want(key string) KeyView {
+func (h *History) want(key string) projections.KeyView {
 	s := h.keys[key].Snapshot()
 	s.CreatedAt = s.CreatedAt.Truncate(time.Millisecond)
 	if s.ExpiresAt != nil {
 		t := s.ExpiresAt.Truncate(time.Millisecond)
 		s.ExpiresAt = &t
 	}
-	return KeyView{KeySnapshot: s, LastSeq: h.lastSeq[key]}
+	return projections.KeyView{KeySnapshot: s, LastSeq: h.lastSeq[key]}
 }
 
-func (h *history) assertKey(rm ReadModel, project, key string) KeyView {
+// AssertKey fails the test unless the read model shows the key as the domain's fold has it.
+func (h *History) AssertKey(rm projections.ReadModel, project, key string) projections.KeyView {
 	h.t.Helper()
 	v, err := rm.Key(context.Background(), project, key)
 	if err != nil {
@@ -759,7 +757,7 @@ func (h *history) assertKey(rm ReadModel, project, key string) KeyView {
 	return v
 }
 
-func (h *history) assertView(v KeyView, project, key string) {
+func (h *History) assertView(v projections.KeyView, project, key string) {
 	h.t.Helper()
 	if h.keys[key] == nil {
 		h.t.Fatalf("read model has key %s, which the stream never created", key)
@@ -769,19 +767,19 @@ func (h *history) assertView(v KeyView, project, key string) {
 	}
 }
 
-func (h *history) assertKeysByUser(rm ReadModel, project, user string) {
+func (h *History) assertKeysByUser(rm projections.ReadModel, project, user string) {
 	h.t.Helper()
 	got, err := rm.KeysByUser(context.Background(), project, user)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var want []KeyView
+	var want []projections.KeyView
 	for id, k := range h.keys {
 		if s := k.Snapshot(); s.ProjectID == project && s.UserID == user {
 			want = append(want, h.want(id))
 		}
 	}
-	slices.SortFunc(want, func(a, b KeyView) int {
+	slices.SortFunc(want, func(a, b projections.KeyView) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
@@ -797,7 +795,7 @@ func (h *history) assertKeysByUser(rm ReadModel, project, user string) {
 	}
 }
 
-func (h *history) createdSeq(key string) uint64 { return h.created[key] }
+func (h *History) createdSeq(key string) uint64 { return h.created[key] }
 
 func compareSeq(a, b uint64) int {
 	switch {
@@ -809,7 +807,7 @@ func compareSeq(a, b uint64) int {
 	return 0
 }
 
-func (h *history) describeIDs(ids []string) []string {
+func (h *History) describeIDs(ids []string) []string {
 	out := make([]string, len(ids))
 	for i, id := range ids {
 		out[i] = fmt.Sprintf("%q", h.names[id])
@@ -817,7 +815,7 @@ func (h *history) describeIDs(ids []string) []string {
 	return out
 }
 
-func keyIDs(views []KeyView) []string {
+func keyIDs(views []projections.KeyView) []string {
 	ids := make([]string, len(views))
 	for i, v := range views {
 		ids[i] = v.ID
@@ -828,7 +826,7 @@ func keyIDs(views []KeyView) []string {
 // describeKey renders every field of the key (all of KeySnapshot's, so that a field a new
 // event type adds is compared too), times with their zone, so that two views compare equal
 // exactly when they are the same key at the same instants, in UTC.
-func describeKey(v KeyView) string {
+func describeKey(v projections.KeyView) string {
 	var b strings.Builder
 	s := reflect.ValueOf(v.KeySnapshot)
 	b.WriteString("{")

@@ -1,4 +1,8 @@
-package eventstore_test
+// Package storetest is the event-store conformance suite, exported in the shape of
+// watermill's tests.TestPubSub: TestStore(t, factory) runs every guarantee of
+// eventstore.Store against the servers the factory starts (in-process, a separate
+// nats-server process, group commit on).
+package storetest
 
 import (
 	"context"
@@ -15,33 +19,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
-	"github.com/keyledger/keyledger/internal/testenv"
 )
-
-// The event-store suite runs once per kind of server: in-process, and nats-server as a
-// separate process, as an operator runs it.
-func TestStoreInProcessServer(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.NATS(t) }, eventstore.Config{})
-}
-
-func TestStoreExternalServer(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.ExternalNATS(t) }, eventstore.Config{})
-}
-
-// With group commit every append goes through the committer, which sends concurrent appends
-// as one atomic batch: the suite's guarantees hold all the same.
-func TestStoreGroupCommit(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) *testenv.NATSServer { return testenv.NATS(t) }, eventstore.Config{GroupCommit: true})
-}
-
-func openStore(t *testing.T, srv *testenv.NATSServer, cfg eventstore.Config) *eventstore.Store {
-	t.Helper()
-	s, err := eventstore.Open(context.Background(), srv.Connect(t), cfg)
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	return s
-}
 
 var testMeta = func() domain.Meta {
 	return domain.Meta{
@@ -78,11 +56,18 @@ func update(t *testing.T, created []domain.Event, u domain.UpdateKey) []domain.E
 
 func ptr[T any](v T) *T { return &v }
 
-func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServer, cfg eventstore.Config) {
+// Opener opens stores on one fresh server and stream; each call is another process's view
+// of the same stream (as a second keysd opens it).
+type Opener func(t *testing.T) *eventstore.Store
+
+// TestStore runs the event-store conformance suite: newServer starts a fresh server (or
+// stream) for each test and returns how to open stores on it. Every guarantee of
+// eventstore.Store is tested here once and run against each kind of server.
+func TestStore(t *testing.T, newServer func(t *testing.T) Opener) {
 	ctx := context.Background()
 
 	t.Run("append and load one key", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		p := uuid.NewString()
 		created := newKeyEvent(t, p)
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
@@ -121,7 +106,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("load a key's events after a sequence", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		p := uuid.NewString()
 		created := newKeyEvent(t, p)
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
@@ -149,7 +134,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("stale expected sequence is a conflict and appends nothing", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		created := newKeyEvent(t, uuid.NewString())
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -179,7 +164,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("a retried append is stored once", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		created := newKeyEvent(t, uuid.NewString())
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -205,7 +190,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("concurrent writers of one key never both win", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		created := newKeyEvent(t, uuid.NewString())
 		seq1, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -242,7 +227,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("projects are created once", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		e, err := domain.DecideCreateProject(domain.CreateProject{
 			ProjectID: uuid.NewString(), Name: "p", ServerKeyID: uuid.NewString(), ServerKeyHash: "aa",
 		}, testMeta())
@@ -267,7 +252,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("the stream refuses deletes, purges and limits", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		created := newKeyEvent(t, uuid.NewString())
 		seq, err := s.AppendKeyEvents(ctx, 0, []domain.Event{created})
 		if err != nil {
@@ -294,7 +279,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("subscribe and read ranges in stream order", func(t *testing.T) {
-		s := openStore(t, newServer(t), cfg)
+		s := newServer(t)(t)
 		p := uuid.NewString()
 		var last uint64
 		for range 5 {
@@ -332,8 +317,8 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("garbage on an event subject is delivered as an error, not a stop", func(t *testing.T) {
-		srv := newServer(t)
-		s := openStore(t, srv, cfg)
+		open := newServer(t)
+		s := open(t)
 		p := uuid.NewString()
 		if _, err := s.AppendKeyEvents(ctx, 0, []domain.Event{newKeyEvent(t, p)}); err != nil {
 			t.Fatal(err)
@@ -361,8 +346,8 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 	})
 
 	t.Run("a refused message is set aside once, outside the event stream", func(t *testing.T) {
-		srv := newServer(t)
-		s := openStore(t, srv, cfg)
+		open := newServer(t)
+		s := open(t)
 		p := uuid.NewString()
 		subject := "keyledger.key." + p + ".x.KeyRevoked"
 		// Published as a misbehaving client would, but acknowledged, so it is stored before
@@ -383,7 +368,7 @@ func runStoreSuite(t *testing.T, newServer func(t *testing.T) *testenv.NATSServe
 		}
 		for i, want := range []bool{false, true, true} {
 			// A second Open (another process) must find the dead-letter stream as it is.
-			already, err := openStore(t, srv, cfg).SetAside(ctx, eventstore.DeadLetterOf(garbage, "projector"))
+			already, err := open(t).SetAside(ctx, eventstore.DeadLetterOf(garbage, "projector"))
 			if err != nil || already != want {
 				t.Fatalf("SetAside #%d = %v, %v; want already=%v", i+1, already, err, want)
 			}
