@@ -25,7 +25,7 @@ type KeyView struct {
 }
 
 // ReadModel is what the API queries and the projector writes. The PostgreSQL and the
-// in-process implementations pass one conformance suite (readmodel_suite_test.go).
+// in-process implementations pass one conformance suite (projections/readmodeltest).
 type ReadModel interface {
 	// Apply applies events in stream order and advances the checkpoint to the last one, in
 	// one atomic step: after a crash either all of the batch is applied or none of it.
