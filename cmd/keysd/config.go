@@ -39,6 +39,10 @@ type config struct {
 	PprofAddr        string
 	KeyCache         string
 	KeyCacheSize     int
+
+	// UnknownVariables are KEYS_ variables of the environment that name no flag (a typo such
+	// as KEYS_SYNC_ALWAY): keysd logs each at start rather than ignore it silently.
+	UnknownVariables []string
 }
 
 // defaultConfig is keysd with no flags and no variables: everything in one process.
@@ -128,6 +132,23 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		c.SecretFile = filepath.Join(c.DataDir, "secret")
 	}
 	return c, c.Validate()
+}
+
+// unknownVariables lists the KEYS_ variables of environ (os.Environ's form) that no flag
+// reads. KEYS_TEST_ variables belong to the tests.
+func unknownVariables(environ []string) []string {
+	c := defaultConfig()
+	fs := c.flagSet()
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envOf(f.Name)] = true })
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, envPrefix) && !strings.HasPrefix(name, envPrefix+"TEST_") && !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	return unknown
 }
 
 // badFlag rewords pflag's parse error of a value as want does for variables.

@@ -185,6 +185,13 @@ func TestEveryFlagHasItsVariable(t *testing.T) {
 	}
 }
 
+func TestUnknownVariablesAreNamed(t *testing.T) {
+	got := unknownVariables([]string{"KEYS_SYNC_ALWAY=true", "KEYS_SYNC_ALWAYS=true", "KEYS_TEST_DATABASE_URL=postgres://x", "HOME=/root", "KEYS_=x", "KEYS_STREAM_REPLICAS=3"})
+	if strings.Join(got, ",") != "KEYS_SYNC_ALWAY,KEYS_" {
+		t.Errorf("unknown variables %q, want KEYS_SYNC_ALWAY and KEYS_", got)
+	}
+}
+
 // TestKeyCachePolicy: auto caches PostgreSQL rows only where this keysd sees every change
 // before it is acknowledged (docs/architecture.md).
 func TestKeyCachePolicy(t *testing.T) {

@@ -42,6 +42,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "keysd: %v (see keysd -h)\n", oneLine(err))
 		os.Exit(2)
 	}
+	cfg.UnknownVariables = unknownVariables(os.Environ())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
@@ -56,6 +57,9 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 // requests and stops.
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(stderr, cfg.LogLevel)
+	for _, name := range cfg.UnknownVariables {
+		log.Warn("ignoring an environment variable that names no keysd flag (see keysd -h)", "variable", name)
+	}
 	if cfg.PprofAddr != "" {
 		defer servePprof(cfg.PprofAddr, log).Close()
 	}
