@@ -250,12 +250,6 @@ cmd_up() {
 	done
 	$started && say "NATS cluster ready"
 
-	local replicas=(--stream-replicas 3)
-	if ! "$dir/bin/keysd" -h 2>&1 | grep -q -- 'stream-replicas'; then
-		# keysd before --stream-replicas: its streams get one replica.
-		say "warning: this keysd has no --stream-replicas flag; its streams get 1 replica"
-		replicas=()
-	fi
 	# One at a time: the first creates the streams and the secret file, the second adopts them.
 	for n in "${instances[@]}"; do
 		pid_of "keysd-$n" >/dev/null && continue
@@ -267,7 +261,7 @@ cmd_up() {
 			--database-url "$(database_url)" \
 			--secret-file "$dir/secret" \
 			--data-dir "$dir/keysd-$n" \
-			"${replicas[@]}"
+			--stream-replicas 3
 		wait_http "keysd-$n" "http://127.0.0.1:$(port http "$n")/readyz"
 	done
 	write_env
