@@ -101,6 +101,7 @@ func TestComposeAgreesWithKeysdAndNATS(t *testing.T) {
 			}
 		}
 		k.checkEnv(t, where+" environment", names)
+		checkKeysdAccepts(t, where, append(slices.Clone(d.entrypoint[1:]), s.Command...), env)
 		if flags["stream-replicas"] != "3" && env["KEYS_STREAM_REPLICAS"] != "3" {
 			t.Errorf("%s: want --stream-replicas 3", where)
 		}

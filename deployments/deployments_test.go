@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/internal/secretfile"
 	"github.com/keyledger/keyledger/internal/testenv"
@@ -234,4 +237,31 @@ func runCmd(t *testing.T, ctx context.Context, dir string, env []string, name st
 		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, out.String(), errOut.String())
 	}
 	return out.String()
+}
+
+// checkKeysdAccepts runs keysd with a deployment's arguments (after the image's entrypoint
+// flags) and environment and fails if keysd rejects them as a configuration error (exit 2).
+// Listen addresses and the data directory are moved to loopback and a temporary directory
+// (flags given last win), and the NATS servers named do not resolve here, so keysd gets no
+// further than connecting; it is stopped after a few seconds if it is still trying.
+func checkKeysdAccepts(t *testing.T, where string, args []string, env map[string]string) {
+	t.Helper()
+	bin := testenv.Binary(t, "./cmd/keysd")
+	args = append(slices.Clone(args),
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		"--embedded-nats-addr", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		"--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	err := cmd.Run()
+	if exit, ok := errors.AsType[*exec.ExitError](err); ok && exit.ExitCode() == 2 {
+		t.Errorf("%s: keysd refuses this configuration (exit 2): %s", where, strings.TrimSpace(stderr.String()))
+	}
 }

@@ -178,12 +178,15 @@ func TestKubernetesManifestsAgreeWithKeysd(t *testing.T) {
 				t.Errorf("env %s: want it from Secret %s", e.Name, o.secret.Name)
 				continue
 			}
-			if _, ok := o.secret.StringData[ref.Key]; !ok {
+			v, ok := o.secret.StringData[ref.Key]
+			if !ok {
 				t.Errorf("env %s: Secret %s has no key %s", e.Name, o.secret.Name, ref.Key)
 			}
+			env[e.Name] = v
 		}
 	}
 	k.checkEnv(t, "container env", names)
+	checkKeysdAccepts(t, "container", append(slices.Clone(d.entrypoint[1:]), c.Args...), env)
 	if flags["stream-replicas"] != "3" && env["KEYS_STREAM_REPLICAS"] != "3" {
 		t.Errorf("container: want --stream-replicas 3")
 	}
