@@ -13,8 +13,7 @@ import (
 // code the document lists.
 func TestAPIReferenceMatchesOpenAPI(t *testing.T) {
 	t.Parallel()
-	openAPIRouter(t)
-	doc := openAPI.doc
+	doc := openAPIDoc(t).Spec
 	page, err := os.ReadFile("../docs/api.md")
 	if err != nil {
 		t.Fatal(err)

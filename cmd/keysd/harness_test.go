@@ -12,13 +12,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyledger/keyledger/api"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/openapicheck"
 	"github.com/keyledger/keyledger/internal/testenv"
 )
 
@@ -188,15 +191,18 @@ func (r response) str(field string) string {
 func (k *keysd) do(method, path string, p project, body any, headers ...string) response {
 	k.t.Helper()
 	var rdr io.Reader
+	var reqBody []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rdr = strings.NewReader(b)
+		reqBody = []byte(b)
 	case []byte:
-		rdr = bytes.NewReader(b)
+		reqBody = b
 	default:
-		j, _ := json.Marshal(b)
-		rdr = bytes.NewReader(j)
+		reqBody, _ = json.Marshal(b)
+	}
+	if body != nil {
+		rdr = bytes.NewReader(reqBody)
 	}
 	req, err := http.NewRequest(method, k.base+path, rdr)
 	if err != nil {
@@ -225,7 +231,28 @@ func (k *keysd) do(method, path string, p project, body any, headers ...string) 
 	raw, _ := io.ReadAll(resp.Body)
 	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.Body)
+	if err := openAPIDoc(k.t).Check(openapicheck.Exchange{Request: req, RequestBody: reqBody, Status: r.Status,
+		Header: r.Header, ResponseBody: raw, ErrorCode: r.str("code")}); err != nil {
+		k.t.Error(err)
+	}
 	return r
+}
+
+var openAPI struct {
+	once sync.Once
+	doc  *openapicheck.Document
+	err  error
+}
+
+// openAPIDoc is keysd's OpenAPI document (api/openapi.yaml), which every exchange of do is
+// checked against.
+func openAPIDoc(t *testing.T) *openapicheck.Document {
+	t.Helper()
+	openAPI.once.Do(func() { openAPI.doc, openAPI.err = openapicheck.Load(api.OpenAPIDocument) })
+	if openAPI.err != nil {
+		t.Fatalf("api/openapi.yaml: %v", openAPI.err)
+	}
+	return openAPI.doc
 }
 
 // streamEvents reads every event on the stream through a plain NATS client, the way an
