@@ -36,6 +36,12 @@ type Deps struct {
 	ReadModel projections.ReadModel
 	// Projector keeps ReadModel up to date; requests wait on it for read-your-writes.
 	Projector Waiter
+	// LastUse records successful checks and tells each key's last one. Nil: keys show no
+	// last use (last_used_at null) and checks record none.
+	LastUse *projections.LastUse
+	// Idempotency keeps the records of Idempotency-Key requests (eventstore's bucket). Nil:
+	// the header is checked but requests run as if it were absent.
+	Idempotency IdempotencyRecords
 	// Store is the event store: project lookups the read model cannot answer yet, the stream's
 	// last sequence for the read barrier, and the readiness probe.
 	Store *eventstore.Store
@@ -188,9 +194,9 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.Handle(keys+"/check", s.api(s.checkKey)).Methods(http.MethodPost)
 	r.HandleFunc(keys+"/check", s.methodNotAllowed).Name(routeMethodNotAllowed)
 	r.Handle(keys, s.api(s.listKeys)).Methods(http.MethodGet)
-	r.Handle(keys, s.api(s.createKey)).Methods(http.MethodPost)
+	r.Handle(keys, s.api(s.idempotent(s.createKey))).Methods(http.MethodPost)
 	r.Handle(keys+"/{api_key_id}", s.api(s.getKey)).Methods(http.MethodGet)
-	r.Handle(keys+"/{api_key_id}", s.api(s.updateKey)).Methods(http.MethodPatch)
+	r.Handle(keys+"/{api_key_id}", s.api(s.idempotent(s.updateKey))).Methods(http.MethodPatch)
 	r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents)).Methods(http.MethodGet)
 	r.Handle("/api/v1/users/{user_id}", s.api(s.getUser)).Methods(http.MethodGet)
 	r.Handle("/api/v1/integrations/credential-scanning/revoke", s.unauthenticated(s.credentialScanningRevoke)).Methods(http.MethodPost)

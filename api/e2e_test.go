@@ -286,7 +286,7 @@ var isoUTC = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$`
 func checkKeyObject(t *testing.T, k map[string]any, created bool) {
 	t.Helper()
 	want := []string{"created_at", "created_at_millis", "description", "expires_at", "expires_at_millis", "id", "is_public",
-		"manually_revoked_at", "manually_revoked_at_millis", "type", "user_id", "value"}
+		"last_used_at", "last_used_at_millis", "manually_revoked_at", "manually_revoked_at_millis", "type", "user_id", "value"}
 	var got []string
 	for name := range k {
 		got = append(got, name)

@@ -38,6 +38,8 @@ const (
 	CodeInsufficientAccessType     = "INSUFFICIENT_ACCESS_TYPE"
 	CodeServiceUnavailable         = "SERVICE_UNAVAILABLE"
 	CodePreconditionFailed         = "PRECONDITION_FAILED"
+	CodeIdempotencyKeyReused       = "IDEMPOTENCY_KEY_REUSED"
+	CodeIdempotencyKeyInUse        = "IDEMPOTENCY_KEY_IN_USE"
 	CodeRateLimited                = "RATE_LIMITED"
 	CodeRouteNotFound              = "ROUTE_NOT_FOUND"
 	CodeMethodNotAllowed           = "METHOD_NOT_ALLOWED"
@@ -157,6 +159,10 @@ var errorTable = []errorMapping{
 		message: "API key has been revoked, and revocation cannot be undone."},
 	{match: is(domain.ErrPreconditionFailed), status: http.StatusPreconditionFailed, code: CodePreconditionFailed,
 		message: "If-Match does not list the API key's current ETag; nothing was changed."},
+	{match: is(errIdempotencyKeyReused), status: http.StatusUnprocessableEntity, code: CodeIdempotencyKeyReused,
+		message: "This Idempotency-Key was used with another request body; use a new key for a new request."},
+	{match: is(errIdempotencyKeyInUse), status: http.StatusConflict, code: CodeIdempotencyKeyInUse,
+		message: "A request with this Idempotency-Key is still in flight; retry after it finishes.", retryAfter: retryAfterInFlight},
 	{match: is(domain.ErrKeyRevoked), status: http.StatusUnauthorized, code: CodeAPIKeyRevoked, message: "API key has been revoked."},
 	{match: is(domain.ErrKeyExpired), status: http.StatusUnauthorized, code: CodeAPIKeyExpired, message: "API key has expired."},
 	{match: is(errUserNotFound), status: http.StatusNotFound, code: CodeUserNotFound, message: "User not found."},

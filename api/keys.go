@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
@@ -28,7 +29,7 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller comman
 		s.log.WarnContext(r.Context(), "created key not yet in the read model",
 			"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
 	}
-	obj := newKeyObject(created.Key)
+	obj := s.keyObject(created.Key)
 	obj.Value = created.Secret
 	setETag(w, created.Key.Version)
 	writeJSON(w, http.StatusOK, obj)
@@ -52,7 +53,7 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller command
 	}
 	list := keyList{IsPaginated: false, Items: make([]keyObject, 0, len(views))}
 	for _, k := range views {
-		list.Items = append(list.Items, newKeyObject(k.KeySnapshot))
+		list.Items = append(list.Items, s.keyObject(k.KeySnapshot))
 	}
 	writeJSON(w, http.StatusOK, list)
 }
@@ -77,7 +78,7 @@ func (s *server) getKey(w http.ResponseWriter, r *http.Request, caller commands.
 		return
 	}
 	setETag(w, key.Version)
-	writeJSON(w, http.StatusOK, newKeyObject(key))
+	writeJSON(w, http.StatusOK, s.keyObject(key))
 }
 
 // updateKey is PATCH /user-api-keys/{api_key_id}, the seed page: only the fields present are
@@ -99,7 +100,7 @@ func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller comman
 		return
 	}
 	setETag(w, res.Key.Version)
-	writeJSON(w, http.StatusOK, newKeyObject(res.Key))
+	writeJSON(w, http.StatusOK, s.keyObject(res.Key))
 }
 
 // checkKey is POST /user-api-keys/check: the key a secret belongs to, if it is valid now.
@@ -128,12 +129,25 @@ func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller command
 		writeError(w, r, domain.ErrKeyNotFound)
 		return
 	}
-	if err := domain.RestoreKey(key).Check(s.d.Clock()); err != nil {
+	now := s.d.Clock()
+	if err := domain.RestoreKey(key).Check(now); err != nil {
 		writeError(w, r, err)
 		return
 	}
+	if s.d.LastUse != nil {
+		s.d.LastUse.Touch(key.ProjectID, key.ID, now.UTC().Truncate(time.Millisecond))
+	}
 	setETag(w, key.Version)
-	writeJSON(w, http.StatusOK, newKeyObject(key))
+	writeJSON(w, http.StatusOK, s.keyObject(key))
+}
+
+// keyObject renders a key with its last use.
+func (s *server) keyObject(k domain.KeySnapshot) keyObject {
+	obj := newKeyObject(k)
+	if s.d.LastUse == nil {
+		return obj
+	}
+	return obj.withLastUse(s.d.LastUse.At(k.ProjectID, k.ID))
 }
 
 // key returns one key of a project from the read model or, when the read model does not have

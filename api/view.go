@@ -27,6 +27,10 @@ type keyObject struct {
 	Type                    string  `json:"type"`
 	IsPublic                bool    `json:"is_public"`
 	Value                   any     `json:"value"`
+	// LastUsedAt is the key's latest successful check (CONTRACT section 7), null before the
+	// first; it may be up to the last-use flush interval behind a check made elsewhere.
+	LastUsedAt       *string `json:"last_used_at"`
+	LastUsedAtMillis *int64  `json:"last_used_at_millis"`
 }
 
 type lastFour struct {
@@ -64,6 +68,14 @@ func millis(t *time.Time) *int64 {
 	}
 	ms := t.UnixMilli()
 	return &ms
+}
+
+// withLastUse sets the key object's last use.
+func (o keyObject) withLastUse(at time.Time, ok bool) keyObject {
+	if ok {
+		o.LastUsedAt, o.LastUsedAtMillis = formatTime(&at), millis(&at)
+	}
+	return o
 }
 
 func formatTime(t *time.Time) *string {

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
@@ -87,6 +88,7 @@ type Hasher struct {
 	secretKeys []byte
 	serverKeys []byte
 	tokens     []byte
+	records    cipher.AEAD // seals stored responses (Seal, Open)
 }
 
 // NewHasher derives the subkeys from the server-side secret (at least 32 bytes).
@@ -99,7 +101,12 @@ func NewHasher(secret []byte) (*Hasher, error) {
 		m.Write([]byte("keyledger/" + label))
 		return m.Sum(nil)
 	}
-	return &Hasher{secretKeys: derive("secret-key-hash/v1"), serverKeys: derive("server-key-hash/v1"), tokens: derive("admin-token/v1")}, nil
+	records, err := newRecordCipher(derive("stored-response-seal/v1"))
+	if err != nil {
+		return nil, err
+	}
+	return &Hasher{secretKeys: derive("secret-key-hash/v1"), serverKeys: derive("server-key-hash/v1"), tokens: derive("admin-token/v1"),
+		records: records}, nil
 }
 
 func mac(key []byte, s string) []byte {

@@ -101,3 +101,30 @@ func mustToken(t *testing.T, h *domain.Hasher, now time.Time) string {
 	}
 	return tok
 }
+
+func TestSealOpensOnlyWithItsSecretAndContext(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, 32)
+	h, _ := domain.NewHasher(secret)
+	other, _ := domain.NewHasher(bytes.Repeat([]byte{8}, 32))
+	nonce := make([]byte, domain.SealNonceBytes)
+	sealed, err := h.Seal(nonce, []byte("sk_secret"), []byte("ctx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("sk_secret")) {
+		t.Fatal("sealed bytes hold the plaintext")
+	}
+	if got, err := h.Open(sealed, []byte("ctx")); err != nil || string(got) != "sk_secret" {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	if _, err := h.Open(sealed, []byte("other ctx")); !errors.Is(err, domain.ErrUnsealable) {
+		t.Fatalf("opened with another context: %v", err)
+	}
+	if _, err := other.Open(sealed, []byte("ctx")); !errors.Is(err, domain.ErrUnsealable) {
+		t.Fatalf("opened with another secret: %v", err)
+	}
+	sealed[len(sealed)-1] ^= 1
+	if _, err := h.Open(sealed, []byte("ctx")); !errors.Is(err, domain.ErrUnsealable) {
+		t.Fatalf("opened changed bytes: %v", err)
+	}
+}

@@ -43,6 +43,7 @@ type config struct {
 	// UnknownVariables are KEYS_ variables of the environment that name no flag (a typo such
 	// as KEYS_SYNC_ALWAY): keysd logs each at start rather than ignore it silently.
 	UnknownVariables []string
+	LastUseInterval  time.Duration
 }
 
 // defaultConfig is keysd with no flags and no variables: everything in one process.
@@ -58,6 +59,7 @@ func defaultConfig() config {
 		LogLevel:         "info",
 		KeyCache:         "auto",
 		KeyCacheSize:     200_000,
+		LastUseInterval:  5 * time.Second,
 	}
 }
 
@@ -93,6 +95,7 @@ func (c *config) flagSet() *flag.FlagSet {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight requests (a `duration` such as 20s)")
 	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: `auto` (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key cache holds")
+	fs.DurationVar(&c.LastUseInterval, "last-use-interval", c.LastUseInterval, "how often each key's last successful check is written to the KEYLEDGER_LAST_USED bucket (a `duration`, at most 30s, so that last_used_at is under 60s behind); 0: no recording and last_used_at stays null (for benchmarks only)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve Go's profiler (net/http/pprof) on this `address`, for performance work; empty: off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envOf(f.Name) + ")" })
@@ -256,6 +259,9 @@ func (c config) Validate() error {
 	}
 	if c.KeyCacheSize < 1 {
 		bad("key-cache-size", c.KeyCacheSize, "must be positive")
+	}
+	if c.LastUseInterval < 0 || c.LastUseInterval > 30*time.Second {
+		bad("last-use-interval", c.LastUseInterval, "want 0 (off) to 30s")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

@@ -138,6 +138,7 @@ func TestEveryFlagHasItsVariable(t *testing.T) {
 		"rate-burst":         {"7", nil},
 		"key-cache":          {"on", map[string]string{"KEYS_DATABASE_URL": "postgres://db/x"}},
 		"key-cache-size":     {"42", nil},
+		"last-use-interval":  {"10s", nil},
 		"pprof-addr":         {"127.0.0.1:6060", nil},
 		"log-level":          {"debug", nil},
 	}

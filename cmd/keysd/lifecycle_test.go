@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/internal/testenv"
 )
@@ -127,4 +129,171 @@ func TestETagsAndConditionalRequests(t *testing.T) {
 	}
 	got = a.do("GET", path, p, nil)
 	wantETag(t, "after the race", got, 4)
+}
+
+// Last use: null until the first successful check, then the check's time, seen by the other
+// instance within the flush interval and kept across restarts of both; a failed check
+// (revoked key) does not move it, and no event is appended for a check.
+func TestLastUseAcrossInstancesAndRestarts(t *testing.T) {
+	a, b, natsURL := twoInstances(t, "--last-use-interval", "1s")
+	p := a.createProject("last-use")
+
+	created := a.do("POST", userKeys, p, map[string]any{"user_id": "u", "description": "used"})
+	want(t, "create", created, 200, "")
+	if created.Body["last_used_at"] != nil || created.Body["last_used_at_millis"] != nil {
+		t.Fatalf("a new key shows a last use: %s", created.Raw)
+	}
+	path := userKeys + "/" + created.str("id")
+	if r := b.do("GET", path, p, nil); r.Body["last_used_at"] != nil {
+		t.Fatalf("an unchecked key shows a last use: %s", r.Raw)
+	}
+
+	before := lastSeq(t, natsURL)
+	checkedAt := time.Now()
+	check := a.do("POST", userKeys+"/check", p, map[string]any{"api_key": created.str("value")})
+	want(t, "check", check, 200, "")
+	ms, ok := check.Body["last_used_at_millis"].(float64)
+	if !ok || int64(ms) < checkedAt.Add(-time.Second).UnixMilli() {
+		t.Fatalf("the check's own response shows last use %v", check.Body["last_used_at_millis"])
+	}
+	at, err := time.Parse(time.RFC3339Nano, check.str("last_used_at"))
+	if err != nil || at.UnixMilli() != int64(ms) {
+		t.Fatalf("last_used_at %q and last_used_at_millis %v disagree", check.str("last_used_at"), ms)
+	}
+	if after := lastSeq(t, natsURL); after != before {
+		t.Fatalf("a check appended to the event stream (%d -> %d)", before, after)
+	}
+
+	// The other instance shows it once flushed (1s here; the contract allows 60s).
+	waitLastUse(t, b, p, path, int64(ms))
+
+	// A failed check records nothing.
+	want(t, "revoke", a.do("PATCH", path, p, map[string]any{"revoked": true}), 200, "")
+	want(t, "check revoked", b.do("POST", userKeys+"/check", p, map[string]any{"api_key": created.str("value")}), 401, "API_KEY_REVOKED")
+
+	if err := a.stop(); err != nil {
+		t.Fatalf("stop a: %v", err)
+	}
+	if err := b.stop(); err != nil {
+		t.Fatalf("stop b: %v", err)
+	}
+	a.start()
+	waitLastUse(t, a, p, path, int64(ms))
+}
+
+// waitLastUse polls GET until it shows the last use, for at most 10 seconds.
+func waitLastUse(t *testing.T, k *keysd, p project, path string, wantMillis int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := k.do("GET", path, p, nil)
+		if ms, ok := r.Body["last_used_at_millis"].(float64); ok && int64(ms) == wantMillis {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("last use not shown 10s after the check: %s", r.Raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Idempotency keys: a repeated create returns the first response (the secret included) from
+// either instance and after both restart, appending nothing; another body is 422; repeats
+// racing the first are 409 with Retry-After or the first response, and one key is created;
+// PATCH replays its first response; malformed keys are 400.
+func TestIdempotencyKeys(t *testing.T) {
+	a, b, natsURL := twoInstances(t)
+	p := a.createProject("idempotency")
+	body := map[string]any{"user_id": "u", "description": "once"}
+
+	first := a.do("POST", userKeys, p, body, "Idempotency-Key", "create-1")
+	want(t, "first create", first, 200, "")
+	if first.str("value") == "" {
+		t.Fatalf("no secret in the first response: %s", first.Raw)
+	}
+	seq := lastSeq(t, natsURL)
+	again := b.do("POST", userKeys, p, body, "Idempotency-Key", "create-1")
+	if again.Status != 200 || again.Raw != first.Raw || again.Header.Get("ETag") != first.Header.Get("ETag") {
+		t.Fatalf("repeat on the other instance: %d %s, want the first response %s", again.Status, again.Raw, first.Raw)
+	}
+	if lastSeq(t, natsURL) != seq {
+		t.Fatal("a repeated create appended events")
+	}
+	want(t, "another body", b.do("POST", userKeys, p, map[string]any{"user_id": "u", "description": "twice"}, "Idempotency-Key", "create-1"),
+		422, "IDEMPOTENCY_KEY_REUSED")
+	// Another project's same key is another request.
+	q := a.createProject("other")
+	if r := a.do("POST", userKeys, q, body, "Idempotency-Key", "create-1"); r.Status != 200 || r.str("id") == first.str("id") {
+		t.Fatalf("same key in another project: %d %s", r.Status, r.Raw)
+	}
+
+	for _, bad := range []string{"", strings.Repeat("k", 256), "clé"} {
+		want(t, fmt.Sprintf("Idempotency-Key %q", bad), a.do("POST", userKeys, p, body, "Idempotency-Key", bad), 400, "SCHEMA_ERROR")
+	}
+	want(t, "255 characters", a.do("POST", userKeys, p, body, "Idempotency-Key", strings.Repeat("k", 255)), 200, "")
+
+	// PATCH: the first response again, even after the key changed since.
+	path := userKeys + "/" + first.str("id")
+	renamed := a.do("PATCH", path, p, map[string]any{"description": "renamed"}, "Idempotency-Key", "patch-1")
+	want(t, "PATCH", renamed, 200, "")
+	want(t, "PATCH without key", b.do("PATCH", path, p, map[string]any{"description": "later"}), 200, "")
+	seq = lastSeq(t, natsURL)
+	if r := b.do("PATCH", path, p, map[string]any{"description": "renamed"}, "Idempotency-Key", "patch-1"); r.Raw != renamed.Raw {
+		t.Fatalf("repeated PATCH: %s, want %s", r.Raw, renamed.Raw)
+	}
+	if lastSeq(t, natsURL) != seq {
+		t.Fatal("a repeated PATCH appended events")
+	}
+
+	// Repeats racing the first: one key, the others in flight or replayed.
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		ids  = map[string]bool{}
+		busy int
+	)
+	race := map[string]any{"user_id": "racer", "description": "race"}
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := []*keysd{a, b}[i%2].do("POST", userKeys, p, race, "Idempotency-Key", "race-1")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case r.Status == 200:
+				ids[r.str("id")+" "+r.str("value")] = true
+			case r.Status == 409 && r.str("code") == "IDEMPOTENCY_KEY_IN_USE" && r.Header.Get("Retry-After") != "":
+				busy++
+			default:
+				t.Errorf("racing create: %d %s", r.Status, r.Raw)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(ids) != 1 {
+		t.Fatalf("racing creates with one Idempotency-Key answered %d different keys", len(ids))
+	}
+	created := 0
+	for _, e := range streamEvents(t, natsURL) {
+		if e.Err == nil && e.Event.UserID == "racer" {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Fatalf("racing creates with one Idempotency-Key appended %d events", created)
+	}
+	t.Logf("%d of 8 racing creates answered IDEMPOTENCY_KEY_IN_USE", busy)
+
+	// After both instances restart, the record is still there.
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	if r := b.do("POST", userKeys, p, body, "Idempotency-Key", "create-1"); r.Raw != first.Raw {
+		t.Fatalf("repeat after restarts: %d %s, want %s", r.Status, r.Raw, first.Raw)
+	}
 }

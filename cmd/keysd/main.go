@@ -101,10 +101,22 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	tuneGC(cfg, os.Getenv, memlimit.Limit, log)
 	defer rm.Close()
 
+	lastUse, stopLastUse, err := startLastUse(ctx, store, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopLastUse()
+
+	idempotency, err := store.OpenIdempotency(ctx)
+	if err != nil {
+		return err
+	}
+
 	registry := prometheus.NewRegistry()
 	svc, err := service.Start(service.Config{
 		Store: store, ReadModel: rm, Hasher: hasher,
 		API: api.Deps{
+			LastUse: lastUse, Idempotency: idempotency,
 			Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
 			RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		},
@@ -188,6 +200,26 @@ func openReadModel(ctx context.Context, cfg config) (projections.ReadModel, stri
 		return projections.NewKeyCache(pg, cfg.KeyCacheSize), fmt.Sprintf("PostgreSQL (keys cached in memory, up to %d)", cfg.KeyCacheSize), nil
 	}
 	return pg, "PostgreSQL", nil
+}
+
+// startLastUse opens the last-use bucket and runs its recorder; stop flushes what is left.
+// With --last-use-interval 0 there is none.
+func startLastUse(ctx context.Context, store *eventstore.Store, cfg config, log *slog.Logger) (*projections.LastUse, func(), error) {
+	if cfg.LastUseInterval == 0 {
+		return nil, func() {}, nil
+	}
+	bucket, err := store.OpenLastUse(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	lu := projections.NewLastUse(bucket, projections.LastUseConfig{FlushInterval: cfg.LastUseInterval, Logger: log})
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lu.Run(runCtx)
+	}()
+	return lu, func() { cancel(); <-done }, nil
 }
 
 func printBanner(w io.Writer, cfg config, httpAddr string, embedded bool, rmDesc string) {

@@ -1,0 +1,208 @@
+package projections
+
+import (
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keyledger/keyledger/eventstore"
+)
+
+// LastUse keeps each key's last successful check: recorded in memory on the check's path
+// (a map write, never a wait on I/O and never an error), written to the event store's
+// last-use bucket by Run at most once per key per FlushInterval, and read back, for every
+// keysd's writes, from a watch of that bucket. A key's last use shown by any instance is thus
+// at most FlushInterval plus a watch delivery behind a check made anywhere.
+//
+// It is not part of the read model proper: last use is not an event (see
+// eventstore.LastUseBucket), so a replay neither reads nor rebuilds it.
+type LastUse struct {
+	store    *eventstore.LastUseStore
+	interval time.Duration
+	log      *slog.Logger
+	seed     maphash.Seed
+	shards   [lastUseShards]lastUseShard
+	caughtUp chan struct{}
+	once     sync.Once
+}
+
+const lastUseShards = 64
+
+// lastUseFlushers bounds the writes to the bucket in flight at once during a flush.
+const lastUseFlushers = 32
+
+type useRef struct{ projectID, keyID string }
+
+type recordedUse struct {
+	at       time.Time
+	revision uint64
+}
+
+type lastUseShard struct {
+	mu      sync.Mutex
+	known   map[useRef]recordedUse // the bucket's latest, as watched or written
+	pending map[useRef]time.Time   // checked here since the last flush
+}
+
+// LastUseConfig configures LastUse.
+type LastUseConfig struct {
+	// FlushInterval is how often the checks recorded in memory are written to the bucket.
+	// Default 5 seconds; it must stay well under the contract's 60 seconds.
+	FlushInterval time.Duration
+	// Logger receives failed flushes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// NewLastUse returns a LastUse writing to and watching store; Run must be running for the
+// records to reach the bucket and for other instances' records to be seen.
+func NewLastUse(store *eventstore.LastUseStore, cfg LastUseConfig) *LastUse {
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	l := &LastUse{store: store, interval: cfg.FlushInterval, log: cfg.Logger, seed: maphash.MakeSeed(),
+		caughtUp: make(chan struct{})}
+	for i := range l.shards {
+		l.shards[i] = lastUseShard{known: map[useRef]recordedUse{}, pending: map[useRef]time.Time{}}
+	}
+	return l
+}
+
+func (l *LastUse) shard(projectID, keyID string) *lastUseShard {
+	return &l.shards[maphash.String(l.seed, keyID)%lastUseShards]
+}
+
+// Touch records a successful check of a key at a time. It only writes to memory.
+func (l *LastUse) Touch(projectID, keyID string, at time.Time) {
+	s := l.shard(projectID, keyID)
+	ref := useRef{projectID, keyID}
+	s.mu.Lock()
+	if cur, ok := s.pending[ref]; !ok || at.After(cur) {
+		s.pending[ref] = at
+	}
+	s.mu.Unlock()
+}
+
+// At returns a key's last successful check as this instance knows it, or ok false if it
+// was never checked.
+func (l *LastUse) At(projectID, keyID string) (at time.Time, ok bool) {
+	s := l.shard(projectID, keyID)
+	ref := useRef{projectID, keyID}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known, hasKnown := s.known[ref]
+	pending, hasPending := s.pending[ref]
+	switch {
+	case hasPending && (!hasKnown || pending.After(known.at)):
+		return pending, true
+	case hasKnown:
+		return known.at, true
+	}
+	return time.Time{}, false
+}
+
+// CaughtUp is closed once the bucket's entries present at start have been read.
+func (l *LastUse) CaughtUp() <-chan struct{} { return l.caughtUp }
+
+// Run watches the bucket and flushes the recorded checks every FlushInterval until ctx
+// ends, then flushes once more.
+func (l *LastUse) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { l.watch(ctx) })
+	t := time.NewTicker(l.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			l.flush(final)
+			cancel()
+			wg.Wait()
+			return
+		case <-t.C:
+			l.flush(ctx)
+		}
+	}
+}
+
+// watch follows the bucket, restarting the watch after a failure.
+func (l *LastUse) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := l.store.Watch(ctx, l.learn, func() { l.once.Do(func() { close(l.caughtUp) }) })
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Warn("last-use watch failed; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// learn keeps a use recorded in the bucket, unless a later one is known.
+func (l *LastUse) learn(u eventstore.LastUse) {
+	s := l.shard(u.ProjectID, u.KeyID)
+	ref := useRef{u.ProjectID, u.KeyID}
+	s.mu.Lock()
+	if cur, ok := s.known[ref]; !ok || u.Revision > cur.revision {
+		s.known[ref] = recordedUse{at: u.At, revision: u.Revision}
+	}
+	s.mu.Unlock()
+}
+
+// flush writes every pending check to the bucket: one write per key, none for a key whose
+// recorded use is already as late. A failed write stays pending for the next flush.
+func (l *LastUse) flush(ctx context.Context) {
+	type job struct {
+		ref   useRef
+		at    time.Time
+		known recordedUse
+	}
+	var jobs []job
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for ref, at := range s.pending {
+			known := s.known[ref]
+			if !at.After(known.at) {
+				continue
+			}
+			jobs = append(jobs, job{ref, at, known})
+		}
+		clear(s.pending)
+		s.mu.Unlock()
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	var g errgroup.Group
+	g.SetLimit(lastUseFlushers)
+	var failed sync.Once
+	for _, j := range jobs {
+		g.Go(func() error {
+			rec, err := l.store.Record(ctx, j.ref.projectID, j.ref.keyID, j.at, j.known.revision)
+			s := l.shard(j.ref.projectID, j.ref.keyID)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if err != nil {
+				if cur, ok := s.pending[j.ref]; !ok || j.at.After(cur) {
+					s.pending[j.ref] = j.at
+				}
+				failed.Do(func() { l.log.Warn("last use not recorded; retrying at the next flush", "err", err) })
+				return nil
+			}
+			if cur, ok := s.known[j.ref]; !ok || rec.Revision > cur.revision {
+				s.known[j.ref] = recordedUse{at: rec.At, revision: rec.Revision}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
