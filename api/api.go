@@ -198,6 +198,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.Handle(keys+"/{api_key_id}", s.api(s.getKey)).Methods(http.MethodGet)
 	r.Handle(keys+"/{api_key_id}", s.api(s.idempotent(s.updateKey))).Methods(http.MethodPatch)
 	r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents)).Methods(http.MethodGet)
+	r.Handle(keys+"/{api_key_id}/rotate", s.api(s.idempotent(s.rotateKey))).Methods(http.MethodPost)
 	r.Handle("/api/v1/users/{user_id}", s.api(s.getUser)).Methods(http.MethodGet)
 	r.Handle("/api/v1/integrations/credential-scanning/revoke", s.unauthenticated(s.credentialScanningRevoke)).Methods(http.MethodPost)
 	s.router = r

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -257,6 +258,22 @@ func millisProperty(name string, dst **time.Time) property {
 		}
 		t := time.UnixMilli(ms).UTC()
 		*dst = &t
+		return ""
+	}}
+}
+
+// secondsProperty is an integer from 0 to max (null rejected), stored in *dst.
+func secondsProperty(name string, required bool, max int64, dst **int64) property {
+	return property{name: name, required: required, decode: func(field string, raw json.RawMessage) string {
+		problem := fmt.Sprintf("%s must be an integer from 0 to %d", field, max)
+		if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+			return problem
+		}
+		n, bad := parseMillis(string(raw))
+		if bad != "" || n > max {
+			return problem
+		}
+		*dst = &n
 		return ""
 	}}
 }

@@ -103,6 +103,31 @@ func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller comman
 	writeJSON(w, http.StatusOK, s.keyObject(res.Key))
 }
 
+// rotateKey is POST /user-api-keys/{api_key_id}/rotate: a new key for the same owner and
+// description, with its secret this once, and the old key expiring after the grace period.
+func (s *server) rotateKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+	id, grace, err := decodeRotate(w, r)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	created, err := s.d.Commands.RotateKey(r.Context(), caller, id, grace)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	// As for create: the new secret is in this response only, so a slow projector is logged.
+	if err := s.waitFor(r.Context(), created.Seq); err != nil {
+		s.log.WarnContext(r.Context(), "rotated key not yet in the read model",
+			"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
+	}
+	obj := s.keyObject(created.Key)
+	obj.Value = created.Secret
+	obj.RotatedFrom = id
+	setETag(w, created.Key.Version)
+	writeJSON(w, http.StatusOK, obj)
+}
+
 // checkKey is POST /user-api-keys/check: the key a secret belongs to, if it is valid now.
 // A malformed secret is not looked up; a revoked key is reported before an expired one.
 func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {

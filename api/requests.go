@@ -148,3 +148,21 @@ func optionalUserIDQuery(v *validation) {
 		}
 	}
 }
+
+// decodeRotate reads POST /user-api-keys/{api_key_id}/rotate: the key id and the grace
+// period, a required integer of seconds from 0 to 604800 (7 days).
+func decodeRotate(w http.ResponseWriter, r *http.Request) (string, time.Duration, error) {
+	body, err := readJSON(w, r)
+	if err != nil {
+		return "", 0, err
+	}
+	var grace *int64
+	v := newValidation(r)
+	id := v.keyID()
+	v.query()
+	v.object(body, secondsProperty("grace_period_seconds", true, int64(domain.MaxRotationGrace/time.Second), &grace))
+	if err := v.err(); err != nil {
+		return "", 0, err
+	}
+	return id, time.Duration(*grace) * time.Second, nil
+}

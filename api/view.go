@@ -31,6 +31,8 @@ type keyObject struct {
 	// first; it may be up to the last-use flush interval behind a check made elsewhere.
 	LastUsedAt       *string `json:"last_used_at"`
 	LastUsedAtMillis *int64  `json:"last_used_at_millis"`
+	// RotatedFrom names the key a rotation replaced, in the rotation's response only.
+	RotatedFrom string `json:"rotated_from,omitempty"`
 }
 
 type lastFour struct {

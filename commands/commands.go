@@ -167,6 +167,44 @@ func (h *Handler) UpdateKey(ctx context.Context, c Caller, keyID string, u domai
 	})
 }
 
+// RotateKey replaces a key of the caller's project by a new one for the same owner and
+// description, and makes the old one expire after grace unless it expires sooner
+// (domain.DecideRotate). Both are appended at once, on the old key's current state.
+func (h *Handler) RotateKey(ctx context.Context, c Caller, keyID string, grace time.Duration) (CreatedKey, error) {
+	newID := uuid.NewString()
+	var secret string
+	var created domain.Event
+	res, err := h.updateKey(ctx, c, keyID, func(k *domain.Key, m domain.Meta) ([]domain.Event, error) {
+		if secret == "" {
+			random := make([]byte, domain.SecretKeyBytes)
+			if _, err := io.ReadFull(h.cfg.Random, random); err != nil {
+				return nil, fmt.Errorf("random: %w", err)
+			}
+			var err error
+			if secret, err = domain.FormatSecretKey(newID, k.Snapshot().IsPublic, random); err != nil {
+				return nil, err
+			}
+		}
+		events, err := k.DecideRotate(domain.RotateKey{
+			NewKeyID: newID, Grace: grace,
+			SecretHash: h.hasher.HashSecretKey(secret), LastFour: domain.LastFour(secret),
+		}, m)
+		if err == nil {
+			created = events[len(events)-1]
+		}
+		return events, err
+	})
+	if err != nil {
+		return CreatedKey{}, fmt.Errorf("rotate: %w", err)
+	}
+	key, err := domain.EvolveKey(nil, created)
+	if err != nil {
+		return CreatedKey{}, err
+	}
+	h.recent.put(key.Snapshot(), res.Seq)
+	return CreatedKey{Result: Result{Key: key.Snapshot(), Seq: res.Seq}, Secret: secret}, nil
+}
+
 // updateKey is load -> decide -> append, retried on a concurrency conflict. The first load
 // comes from the cache; after a conflict the event store is the source of truth.
 func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
@@ -207,14 +245,19 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 			}
 			return Result{Key: key.Snapshot(), Seq: seq}, nil
 		}
-		last, err := h.store.AppendKeyEvents(ctx, seq, events)
+		last, err := h.append(ctx, seq, events)
 		if err == nil {
-			for _, e := range events {
+			keySeq := seq // the stream sequence of this key's last event
+			for i, e := range events {
+				if e.KeyID != keyID {
+					continue // a key a rotation created; its caller folds it
+				}
 				if key, err = domain.EvolveKey(key, e); err != nil {
 					return Result{}, err
 				}
+				keySeq = last - uint64(len(events)-1-i) // one batch: consecutive sequences
 			}
-			h.recent.put(key.Snapshot(), last)
+			h.recent.put(key.Snapshot(), keySeq)
 			return Result{Key: key.Snapshot(), Seq: last}, nil
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {
@@ -226,6 +269,16 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 		from = fromStore
 		backoff(ctx, attempt)
 	}
+}
+
+// append appends the events one decision on a key made: the key's own, or a rotation's,
+// which ends with the KeyCreated of the key that replaces it.
+func (h *Handler) append(ctx context.Context, expected uint64, events []domain.Event) (uint64, error) {
+	last := events[len(events)-1]
+	if created, ok := last.Data.(domain.KeyCreated); ok && created.RotatedFrom != "" {
+		return h.store.AppendRotation(ctx, expected, events)
+	}
+	return h.store.AppendKeyEvents(ctx, expected, events)
 }
 
 // stateSource is where a command takes a key's state from.

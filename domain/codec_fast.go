@@ -27,7 +27,11 @@ type fastEvent struct {
 	hasExpiry                                                                     bool
 	isPublic                                                                      bool
 	createdAt, revokedAt                                                          time.Time
-	seen                                                                          uint32 // fields present, by bit
+	// ExpiryChanged (its old and new are times, DescriptionChanged's strings)
+	oldExpiry, newExpiry       time.Time
+	hasOldExpiry, hasNewExpiry bool
+	reason, replacedBy         span
+	seen                       uint32 // fields present, by bit
 }
 
 // span is a string's bytes in the document, [from, to).
@@ -60,6 +64,8 @@ const (
 	fOld
 	fNew
 	fRevokedAt
+	fReason
+	fReplacedBy
 )
 
 // decodeFast decodes b when it is an event of the current schema version in the plain form;
@@ -110,6 +116,17 @@ func decodeFast(b []byte, shared bool) (Event, bool) {
 		e.Data = DescriptionChanged{Old: str(f.old), New: str(f.new)}
 	case TypeKeyRevoked:
 		e.Data = KeyRevoked{RevokedAt: f.revokedAt}
+	case TypeExpiryChanged:
+		d := ExpiryChanged{Reason: str(f.reason), ReplacedBy: str(f.replacedBy)}
+		if f.hasOldExpiry {
+			at := f.oldExpiry
+			d.Old = &at
+		}
+		if f.hasNewExpiry {
+			at := f.newExpiry
+			d.New = &at
+		}
+		e.Data = d
 	}
 	if e.validate() != nil {
 		return Event{}, false
@@ -118,8 +135,8 @@ func decodeFast(b []byte, shared bool) (Event, bool) {
 }
 
 // spans lists the string fields, for copying them out.
-func (f *fastEvent) spans() [16]*span {
-	return [16]*span{&f.id, &f.typ, &f.project, &f.key, &f.user, &f.actorType, &f.actorID, &f.request,
+func (f *fastEvent) spans() [18]*span {
+	return [18]*span{&f.reason, &f.replacedBy, &f.id, &f.typ, &f.project, &f.key, &f.user, &f.actorType, &f.actorID, &f.request,
 		&f.name, &f.serverKeyID, &f.serverKeyHash, &f.description, &f.secretHash, &f.lastFour, &f.old, &f.new}
 }
 
@@ -435,7 +452,7 @@ func (f *fastEvent) scanActor(s *scanner) bool {
 
 func (f *fastEvent) scanData(s *scanner, typ string) bool {
 	switch EventType(typ) {
-	case TypeProjectCreated, TypeKeyCreated, TypeDescriptionChanged, TypeKeyRevoked:
+	case TypeProjectCreated, TypeKeyCreated, TypeDescriptionChanged, TypeKeyRevoked, TypeExpiryChanged:
 	default:
 		return false
 	}
@@ -492,6 +509,22 @@ func (f *fastEvent) scanData(s *scanner, typ string) bool {
 		case name == "new" && t == TypeDescriptionChanged:
 			ok = f.once(fNew)
 			f.new, ok = s.strIf(ok)
+		case (name == "old" || name == "new") && t == TypeExpiryChanged:
+			at, has, bit := &f.oldExpiry, &f.hasOldExpiry, uint32(fOld)
+			if name == "new" {
+				at, has, bit = &f.newExpiry, &f.hasNewExpiry, fNew
+			}
+			ok = f.once(bit)
+			if ok && !s.null() {
+				*at, ok = s.time()
+				*has = true
+			}
+		case name == "reason" && t == TypeExpiryChanged:
+			ok = f.once(fReason)
+			f.reason, ok = s.strIf(ok)
+		case name == "replaced_by" && t == TypeExpiryChanged:
+			ok = f.once(fReplacedBy)
+			f.replacedBy, ok = s.strIf(ok)
 		case name == "revoked_at" && t == TypeKeyRevoked:
 			ok = f.once(fRevokedAt)
 			if ok {

@@ -58,7 +58,9 @@ func appendFast(buf []byte, e Event) ([]byte, bool) {
 		buf = append(buf, `","created_at":`...)
 		buf = appendTime(buf, d.CreatedAt)
 	case KeyCreated:
-		ok = plain(d.Description, d.SecretHash, d.LastFour) && plainTime(d.CreatedAt) && (d.ExpiresAt == nil || plainTime(*d.ExpiresAt))
+		// A rotated key's rotated_from is left to encoding/json, like any other rare shape.
+		ok = plain(d.Description, d.SecretHash, d.LastFour) && plainTime(d.CreatedAt) && (d.ExpiresAt == nil || plainTime(*d.ExpiresAt)) &&
+			d.RotatedFrom == ""
 		buf = append(buf, `{"description":"`...)
 		buf = append(buf, d.Description...)
 		buf = append(buf, `","expires_at":`...)
@@ -86,6 +88,24 @@ func appendFast(buf []byte, e Event) ([]byte, bool) {
 		ok = plainTime(d.RevokedAt)
 		buf = append(buf, `{"revoked_at":`...)
 		buf = appendTime(buf, d.RevokedAt)
+	case ExpiryChanged:
+		ok = plain(d.Reason, d.ReplacedBy) && (d.Old == nil || plainTime(*d.Old)) && (d.New == nil || plainTime(*d.New))
+		for i, t := range [2]*time.Time{d.Old, d.New} {
+			buf = append(buf, [2]string{`{"old":`, `,"new":`}[i]...)
+			if t == nil {
+				buf = append(buf, "null"...)
+			} else {
+				buf = appendTime(buf, *t)
+			}
+		}
+		buf = append(buf, `,"reason":"`...)
+		buf = append(buf, d.Reason...)
+		buf = append(buf, '"')
+		if d.ReplacedBy != "" {
+			buf = append(buf, `,"replaced_by":"`...)
+			buf = append(buf, d.ReplacedBy...)
+			buf = append(buf, '"')
+		}
 	default:
 		ok = false
 	}

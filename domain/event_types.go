@@ -23,6 +23,7 @@ const (
 	TypeKeyCreated         EventType = "KeyCreated"
 	TypeDescriptionChanged EventType = "DescriptionChanged"
 	TypeKeyRevoked         EventType = "KeyRevoked"
+	TypeExpiryChanged      EventType = "ExpiryChanged"
 )
 
 // ProjectCreated records a new project and the keyed hash of its secret server key.
@@ -42,6 +43,8 @@ type KeyCreated struct {
 	SecretHash  string     `json:"secret_hash"`
 	LastFour    string     `json:"last_four"`
 	CreatedAt   time.Time  `json:"created_at"`
+	// RotatedFrom is the key this one replaces, when a rotation issued it.
+	RotatedFrom string `json:"rotated_from,omitempty"`
 }
 
 // DescriptionChanged records a rename, with the value before and after.
@@ -55,7 +58,20 @@ type KeyRevoked struct {
 	RevokedAt time.Time `json:"revoked_at"`
 }
 
+// ExpiryChanged records a change of a key's expiry (nil: never), and why: ReasonRotated, with
+// the id of the key that replaces it.
+type ExpiryChanged struct {
+	Old        *time.Time `json:"old"`
+	New        *time.Time `json:"new"`
+	Reason     string     `json:"reason"`
+	ReplacedBy string     `json:"replaced_by,omitempty"`
+}
+
+// ReasonRotated is the reason of an ExpiryChanged made by a rotation.
+const ReasonRotated = "rotated"
+
 func (ProjectCreated) eventType() EventType     { return TypeProjectCreated }
+func (ExpiryChanged) eventType() EventType      { return TypeExpiryChanged }
 func (KeyCreated) eventType() EventType         { return TypeKeyCreated }
 func (DescriptionChanged) eventType() EventType { return TypeDescriptionChanged }
 func (KeyRevoked) eventType() EventType         { return TypeKeyRevoked }
@@ -89,6 +105,11 @@ var eventDefinitions = []EventDefinition{
 			}
 		},
 		KeyRevoked{RevokedAt: exampleTime.Add(time.Minute)}),
+
+	keyEvent(TypeExpiryChanged, false,
+		func(s *KeySnapshot, d ExpiryChanged) { s.ExpiresAt = utcPtr(d.New) },
+		ExpiryChanged{Old: nil, New: ptr(exampleTime.Add(2 * time.Hour)), Reason: ReasonRotated,
+			ReplacedBy: "00000000-0000-4000-8000-000000000002"}),
 }
 
 // EventDefinition is one event type as eventDefinitions defines it.

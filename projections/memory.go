@@ -152,6 +152,11 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 		revokedAt = time.UnixMilli(rec.revokedAt).UTC()
 		s.RevokedAt = &revokedAt
 	}
+	var expiresAt time.Time
+	if rec.flags&flagExpires != 0 {
+		expiresAt = time.UnixMilli(rec.expiresAt).UTC()
+		s.ExpiresAt = &expiresAt
+	}
 	k := domain.RestoreKey(s)
 	if k.Evolve(r.Event) != nil {
 		return
@@ -169,6 +174,12 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 	if next.RevokedAt != nil && rec.flags&flagRevoked == 0 {
 		rec.flags |= flagRevoked
 		rec.revokedAt = next.RevokedAt.UnixMilli()
+	}
+	rec.flags &^= flagExpires
+	rec.expiresAt = 0
+	if next.ExpiresAt != nil {
+		rec.flags |= flagExpires
+		rec.expiresAt = next.ExpiresAt.UnixMilli()
 	}
 }
 

@@ -149,6 +149,7 @@ WHERE (project_id, id) > ($1, $2) ORDER BY project_id, id LIMIT $3`
 SELECT * FROM unnest(` + keyColumnArrays + `)
 ON CONFLICT (project_id, id) DO UPDATE SET
     description = excluded.description,
+    expires_at = excluded.expires_at,
     manually_revoked_at = COALESCE(k.manually_revoked_at, excluded.manually_revoked_at),
     version = excluded.version,
     last_seq = excluded.last_seq

@@ -87,11 +87,11 @@ func TestBaselineServesTheKeysAPIOnPostgreSQL(t *testing.T) {
 	// Revocation is one-way on the baseline too, with keysd's code; a wrong server key is refused.
 	k := tg.Keys[0]
 	c := newHTTPClient(1)
-	if got := tg.do(ctx, c, request{http.MethodPatch, "/api/v1/user-api-keys/" + k.ID, []byte(`{"revoked":false}`)}); got != "409 API_KEY_ALREADY_REVOKED" {
+	if got := tg.do(ctx, c, request{method: http.MethodPatch, path: "/api/v1/user-api-keys/" + k.ID, body: []byte(`{"revoked":false}`)}); got != "409 API_KEY_ALREADY_REVOKED" {
 		t.Errorf("revoked:false on a revoked key: %q, want 409 API_KEY_ALREADY_REVOKED", got)
 	}
 	wrong := &target{BaseURL: tg.BaseURL, ProjectID: tg.ProjectID, ServerKey: "ssk_wrong"}
-	if got := wrong.do(ctx, c, request{http.MethodGet, "/api/v1/user-api-keys/" + k.ID, nil}); got != "401 INVALID_SECRET_SERVER_KEY" {
+	if got := wrong.do(ctx, c, request{method: http.MethodGet, path: "/api/v1/user-api-keys/" + k.ID}); got != "401 INVALID_SECRET_SERVER_KEY" {
 		t.Errorf("wrong server key: %q, want 401 INVALID_SECRET_SERVER_KEY", got)
 	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // scenarios are the request mixes keysbench can drive.
-var scenarios = []string{"patch", "patch-hot", "revoke", "get", "check", "create", "mixed"}
+var scenarios = []string{"patch", "patch-hot", "revoke", "get", "check", "create", "create-replay", "mixed"}
 
 // loadConfig is one measurement: a scenario against one target.
 type loadConfig struct {
@@ -87,6 +87,8 @@ func newHTTPClient(clients int) *http.Client {
 type request struct {
 	method, path string
 	body         []byte
+	// idempotencyKey, when set, is sent as the Idempotency-Key header.
+	idempotencyKey string
 }
 
 // worker is one client's state: its random source, counters and latencies.
@@ -121,19 +123,25 @@ func (t *target) next(w *worker, scenario string) request {
 	}
 	switch scenario {
 	case "patch":
-		return request{http.MethodPatch, keysPath + "/" + pick().ID, fmt.Appendf(nil, `{"description":"bench %d-%d"}`, w.rnd.Uint32(), w.seq)}
+		return request{method: http.MethodPatch, path: keysPath + "/" + pick().ID, body: fmt.Appendf(nil, `{"description":"bench %d-%d"}`, w.rnd.Uint32(), w.seq)}
 	case "patch-hot":
-		return request{http.MethodPatch, keysPath + "/" + t.Keys[0].ID, fmt.Appendf(nil, `{"description":"hot %d-%d"}`, w.rnd.Uint32(), w.seq)}
+		return request{method: http.MethodPatch, path: keysPath + "/" + t.Keys[0].ID, body: fmt.Appendf(nil, `{"description":"hot %d-%d"}`, w.rnd.Uint32(), w.seq)}
 	case "revoke":
 		i := t.revokeNext.Add(1) - 1
 		k := t.Keys[int(i)%len(t.Keys)] // past the end the revokes are no-ops; the report says so
-		return request{http.MethodPatch, keysPath + "/" + k.ID, []byte(`{"revoked":true}`)}
+		return request{method: http.MethodPatch, path: keysPath + "/" + k.ID, body: []byte(`{"revoked":true}`)}
 	case "get":
-		return request{http.MethodGet, keysPath + "/" + pick().ID, nil}
+		return request{method: http.MethodGet, path: keysPath + "/" + pick().ID}
 	case "check":
-		return request{http.MethodPost, keysPath + "/check", []byte(`{"api_key":"` + pick().Secret + `"}`)}
+		return request{method: http.MethodPost, path: keysPath + "/check", body: []byte(`{"api_key":"` + pick().Secret + `"}`)}
 	case "create":
-		return request{http.MethodPost, keysPath, fmt.Appendf(nil, `{"user_id":"bench-user-%d","description":"bench create"}`, w.rnd.IntN(1000))}
+		return request{method: http.MethodPost, path: keysPath, body: fmt.Appendf(nil, `{"user_id":"bench-user-%d","description":"bench create"}`, w.rnd.IntN(1000))}
+	case "create-replay":
+		// A retried create: one of 16 Idempotency-Keys, each always with its own body, so
+		// that all but the first request of each key are answered from its record.
+		n := w.rnd.IntN(16)
+		return request{method: http.MethodPost, path: keysPath, body: fmt.Appendf(nil, `{"user_id":"bench-replay","description":"replay %d"}`, n),
+			idempotencyKey: fmt.Sprintf("keysbench-replay-%s-%d", t.ProjectID, n)}
 	}
 	panic("unknown scenario " + scenario)
 }
@@ -152,6 +160,9 @@ func (t *target) do(ctx context.Context, c *http.Client, r request) string {
 	req.Header.Set("x-stack-secret-server-key", t.ServerKey)
 	if r.body != nil {
 		req.Header.Set("content-type", "application/json")
+	}
+	if r.idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", r.idempotencyKey)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

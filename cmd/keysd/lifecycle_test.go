@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/internal/testenv"
 )
 
@@ -295,5 +296,97 @@ func TestIdempotencyKeys(t *testing.T) {
 	b.start()
 	if r := b.do("POST", userKeys, p, body, "Idempotency-Key", "create-1"); r.Raw != first.Raw {
 		t.Fatalf("repeat after restarts: %d %s, want %s", r.Status, r.Raw, first.Raw)
+	}
+}
+
+// Rotation: a new key for the same owner and description, with its secret and rotated_from;
+// the old key expires after the grace period (at once for 0) unless sooner, as an
+// ExpiryChanged with reason "rotated" that audit consumers and keysctl keys state --at see;
+// revoked keys are 409 and bad bodies 400, appending nothing.
+func TestRotation(t *testing.T) {
+	a, b, natsURL := twoInstances(t)
+	p := a.createProject("rotation")
+	old := a.do("POST", userKeys, p, map[string]any{"user_id": "owner", "description": "deploy", "is_public": true})
+	want(t, "create", old, 200, "")
+	oldID := old.str("id")
+	beforeRotation := time.Now().UTC()
+	time.Sleep(5 * time.Millisecond)
+
+	rotatedAt := time.Now()
+	r := a.do("POST", userKeys+"/"+oldID+"/rotate", p, map[string]any{"grace_period_seconds": 3600})
+	want(t, "rotate", r, 200, "")
+	wantETag(t, "rotate", r, 1)
+	newID := r.str("id")
+	if newID == oldID || r.str("rotated_from") != oldID || r.str("user_id") != "owner" || r.str("description") != "deploy" ||
+		r.Body["is_public"] != true || !strings.HasPrefix(r.str("value"), "pk_") || r.Body["expires_at"] != nil {
+		t.Fatalf("rotation answered %s", r.Raw)
+	}
+	// On the other instance: the old key expires in an hour and still works meanwhile.
+	got := b.do("GET", userKeys+"/"+oldID, p, nil)
+	wantETag(t, "old key", got, 2)
+	exp, _ := got.Body["expires_at_millis"].(float64)
+	if ea, err := time.Parse(time.RFC3339Nano, got.str("expires_at")); err != nil ||
+		ea.Before(rotatedAt.Add(time.Hour-time.Second)) || ea.After(time.Now().Add(time.Hour)) {
+		t.Fatalf("old key after rotation: %s (%v)", got.Raw, exp)
+	}
+	want(t, "check old key in its grace", b.do("POST", userKeys+"/check", p, map[string]any{"api_key": old.str("value")}), 200, "")
+	want(t, "check new key", b.do("POST", userKeys+"/check", p, map[string]any{"api_key": r.str("value")}), 200, "")
+
+	// Audit consumers see both events.
+	var sawExpiry, sawCreated bool
+	for _, e := range streamEvents(t, natsURL) {
+		if e.Err != nil {
+			continue
+		}
+		switch d := e.Event.Data.(type) {
+		case domain.ExpiryChanged:
+			sawExpiry = e.Event.KeyID == oldID && d.Reason == "rotated" && d.Old == nil && d.New != nil && d.ReplacedBy == newID
+		case domain.KeyCreated:
+			if e.Event.KeyID == newID {
+				sawCreated = d.RotatedFrom == oldID
+			}
+		}
+	}
+	if !sawExpiry || !sawCreated {
+		t.Fatalf("stream: ExpiryChanged seen %v, KeyCreated with rotated_from seen %v", sawExpiry, sawCreated)
+	}
+	// keysctl keys state --at honours it.
+	out, errOut, code := a.keysctl("keys", "state", "--project", p.ID, "--key", oldID, "--at", beforeRotation.Format(time.RFC3339Nano))
+	if code != 0 || !strings.Contains(out, `"expires_at":null`) {
+		t.Fatalf("keys state before the rotation: %d %s %s", code, out, errOut)
+	}
+	out, _, _ = a.keysctl("keys", "state", "--project", p.ID, "--key", oldID)
+	if !strings.Contains(out, got.str("expires_at")) {
+		t.Fatalf("keys state now: %s, want expires_at %s", out, got.str("expires_at"))
+	}
+
+	// Grace 0: the rotated key stops working at once.
+	r2 := b.do("POST", userKeys+"/"+newID+"/rotate", p, map[string]any{"grace_period_seconds": 0})
+	want(t, "rotate with grace 0", r2, 200, "")
+	want(t, "check a key rotated with grace 0", a.do("POST", userKeys+"/check", p, map[string]any{"api_key": r.str("value")}), 401, "API_KEY_EXPIRED")
+	// Rotating the first key again: it expires sooner than a week already, so only a new key.
+	seq := lastSeq(t, natsURL)
+	want(t, "rotate again", a.do("POST", userKeys+"/"+oldID+"/rotate", p, map[string]any{"grace_period_seconds": 604800}), 200, "")
+	if n := lastSeq(t, natsURL) - seq; n != 1 {
+		t.Fatalf("rotating a key that expires sooner appended %d events, want the new key's only", n)
+	}
+	if g := a.do("GET", userKeys+"/"+oldID, p, nil); g.str("expires_at") != got.str("expires_at") {
+		t.Fatalf("expiry moved later: %s", g.Raw)
+	}
+
+	// Refusals append nothing.
+	third := r2.str("id")
+	want(t, "revoke", a.do("PATCH", userKeys+"/"+third, p, map[string]any{"revoked": true}), 200, "")
+	seq = lastSeq(t, natsURL)
+	want(t, "rotate revoked", b.do("POST", userKeys+"/"+third+"/rotate", p, map[string]any{"grace_period_seconds": 0}), 409, "API_KEY_ALREADY_REVOKED")
+	for _, body := range []string{`{}`, `{"grace_period_seconds":604801}`, `{"grace_period_seconds":-1}`, `{"grace_period_seconds":null}`,
+		`{"grace_period_seconds":"60"}`, `{"grace_period_seconds":1.5}`, `{"grace_period_seconds":60,"x":1}`, `[]`} {
+		want(t, "rotate "+body, a.do("POST", userKeys+"/"+oldID+"/rotate", p, body), 400, "SCHEMA_ERROR")
+	}
+	want(t, "rotate a bad id", a.do("POST", userKeys+"/nope/rotate", p, map[string]any{"grace_period_seconds": 0}), 400, "SCHEMA_ERROR")
+	want(t, "rotate a missing key", a.do("POST", userKeys+"/00000000-0000-4000-8000-000000000000/rotate", p,
+		map[string]any{"grace_period_seconds": 0}), 404, "API_KEY_NOT_FOUND")
+	if after := lastSeq(t, natsURL); after != seq {
+		t.Fatalf("refused rotations moved the stream from %d to %d", seq, after)
 	}
 }
