@@ -150,6 +150,7 @@ type server struct {
 	limiter  *limiter // per project
 	// scanLimiter limits credential-scanning reports per client address.
 	scanLimiter *limiter
+	replays     replayCache // completed idempotency records, for repeats
 }
 
 // Route names; routeMethodNotAllowed marks a route that only answers 405.

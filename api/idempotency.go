@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/keyledger/keyledger/commands"
@@ -60,6 +61,7 @@ type idempotencyRecord struct {
 	Fingerprint string `json:"fingerprint"`        // hex SHA-256 of the request body
 	ClaimedAt   int64  `json:"claimed_at_millis"`  // when the first request started
 	Sealed      []byte `json:"response,omitempty"` // sealed storedResponse; empty while in flight
+	revision    uint64 // the record's revision in the bucket, when read from it
 }
 
 // storedResponse is what a replay sends.
@@ -129,19 +131,26 @@ func (s *server) claimIdempotencyKey(w http.ResponseWriter, r *http.Request, nam
 		writeError(w, r, err)
 		return 0, false
 	}
-	rev, existing, err := s.d.Idempotency.Claim(r.Context(), name, claim)
-	if err == nil {
-		return rev, true
+	first, cached := s.replays.get(name, now)
+	if !cached {
+		rev, existing, err := s.d.Idempotency.Claim(r.Context(), name, claim)
+		if err == nil {
+			return rev, true
+		}
+		if !errors.Is(err, eventstore.ErrRecordExists) {
+			writeError(w, r, err)
+			return 0, false
+		}
+		if err := json.Unmarshal(existing, &first); err != nil {
+			writeError(w, r, err)
+			return 0, false
+		}
+		first.revision = rev
+		if len(first.Sealed) > 0 {
+			s.replays.put(name, first, now)
+		}
 	}
-	if !errors.Is(err, eventstore.ErrRecordExists) {
-		writeError(w, r, err)
-		return 0, false
-	}
-	var first idempotencyRecord
-	if err := json.Unmarshal(existing, &first); err != nil {
-		writeError(w, r, err)
-		return 0, false
-	}
+	rev := first.revision
 	switch {
 	case first.Fingerprint != rec.Fingerprint:
 		writeError(w, r, errIdempotencyKeyReused)
@@ -183,8 +192,61 @@ func (s *server) completeIdempotencyKey(ctx context.Context, name string, rev ui
 	if err != nil {
 		return err
 	}
-	_, err = s.d.Idempotency.Replace(ctx, name, done, rev)
-	return err
+	if _, err = s.d.Idempotency.Replace(ctx, name, done, rev); err != nil {
+		return err
+	}
+	s.replays.put(name, rec, time.Now())
+	return nil
+}
+
+// replayCache keeps records whose response is stored, so that a repeat is answered from
+// memory. A completed record never changes in the bucket (only claims are released or taken
+// over), so a copy is good until the bucket would expire it; the cache keeps it for less.
+type replayCache struct {
+	mu      sync.Mutex
+	records map[string]cachedRecord
+}
+
+type cachedRecord struct {
+	rec   idempotencyRecord
+	until time.Time
+}
+
+// replayCacheSize bounds the cache; replayCacheTTL is how long a copy is kept at most.
+const (
+	replayCacheSize = 10_000
+	replayCacheTTL  = time.Hour
+)
+
+func (c *replayCache) get(name string, now time.Time) (idempotencyRecord, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.records[name]
+	if !ok || now.After(e.until) {
+		return idempotencyRecord{}, false
+	}
+	return e.rec, true
+}
+
+func (c *replayCache) put(name string, rec idempotencyRecord, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.records == nil {
+		c.records = map[string]cachedRecord{}
+	}
+	if len(c.records) >= replayCacheSize {
+		for k := range c.records { // drop an arbitrary one
+			delete(c.records, k)
+			break
+		}
+	}
+	// Never past the bucket's expiry, which is 24 hours after the response was stored, so
+	// after the claim.
+	until := now.Add(replayCacheTTL)
+	if expiry := time.UnixMilli(rec.ClaimedAt).Add(eventstore.IdempotencyWindow); expiry.Before(until) {
+		until = expiry
+	}
+	c.records[name] = cachedRecord{rec: rec, until: until}
 }
 
 // replay sends the response stored in a record.

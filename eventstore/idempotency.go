@@ -61,6 +61,12 @@ func (s *Store) OpenIdempotency(ctx context.Context) (*IdempotencyRecords, error
 func (r *IdempotencyRecords) Claim(ctx context.Context, key string, value []byte) (uint64, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
+	// A repeat is answered with one direct get; only a new key pays for the create too.
+	if e, err := r.kv.Get(ctx, key); err == nil {
+		return e.Revision(), e.Value(), ErrRecordExists
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil, fmt.Errorf("%w: read idempotency record: %w", ErrUnavailable, err)
+	}
 	rev, err := r.kv.Create(ctx, key, value, jetstream.KeyTTL(ClaimTTL))
 	if err == nil {
 		return rev, nil, nil
