@@ -54,22 +54,22 @@ type envOptions struct {
 func newEnv(t *testing.T, opts envOptions) *env {
 	t.Helper()
 	ns := testenv.NATS(t)
-	store := openStore(t, ns, opts.storeTimeout)
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	hasher, err := domain.NewHasher(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
+	store := openStore(t, ns, opts.storeTimeout, hasher)
 	e := &env{nats: ns, store: store, hasher: hasher, logs: &testenv.Buffer{}}
 	e.url, e.cmds = e.instance(t, false)
 	t.Cleanup(func() { e.checkLogs(t) })
 	return e
 }
 
-func openStore(t *testing.T, ns *testenv.NATSServer, timeout time.Duration) *eventstore.Store {
+func openStore(t *testing.T, ns *testenv.NATSServer, timeout time.Duration, hasher *domain.Hasher) *eventstore.Store {
 	t.Helper()
-	store, err := eventstore.Open(context.Background(), ns.Connect(t), eventstore.Config{Timeout: timeout})
+	store, err := eventstore.Open(context.Background(), ns.Connect(t), eventstore.Config{Timeout: timeout, EventKey: hasher.EventKey()})
 	if err != nil {
 		t.Fatalf("open event store: %v", err)
 	}

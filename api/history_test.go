@@ -143,4 +143,8 @@ func TestKeyHistoryPages(t *testing.T) {
 	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?cursor=0", "?cursor=-1", "?cursor=a", "?page=2", "?limit=1&limit=2"} {
 		e.refused(t, http.MethodGet, path+q, h, "", http.StatusBadRequest, "SCHEMA_ERROR")
 	}
+	// A cursor on a key that does not exist, or that is not one of the key's messages.
+	for _, q := range []string{"/" + uuid.NewString() + "/events?cursor=1", "/" + uuid.NewString() + "/events?cursor=1&limit=1", "/" + id + "/events?cursor=99999"} {
+		e.refused(t, http.MethodGet, v1+q, h, "", http.StatusNotFound, "API_KEY_NOT_FOUND")
+	}
 }

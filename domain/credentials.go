@@ -89,6 +89,8 @@ type Hasher struct {
 	serverKeys []byte
 	tokens     []byte
 	records    cipher.AEAD // seals stored responses (Seal, Open)
+	events     []byte
+	nats       []byte
 }
 
 // NewHasher derives the subkeys from the server-side secret (at least 32 bytes).
@@ -106,7 +108,18 @@ func NewHasher(secret []byte) (*Hasher, error) {
 		return nil, err
 	}
 	return &Hasher{secretKeys: derive("secret-key-hash/v1"), serverKeys: derive("server-key-hash/v1"), tokens: derive("admin-token/v1"),
-		records: records}, nil
+		records: records, events: derive("event-mac/v1"), nats: derive("nats-password/v1")}, nil
+}
+
+// EventKey is the key that authenticates the events keyledger appends (the event store's
+// Config.EventKey): a subkey of its own, so that no hash or token can pass as an event's MAC.
+func (h *Hasher) EventKey() []byte { return append([]byte(nil), h.events...) }
+
+// NATSPassword is the password of a user of keysd's embedded NATS server (keysd's own, or
+// the read-only audit user), derived from the secret so that every holder of the secret file
+// connects with no further configuration, and nobody else can.
+func (h *Hasher) NATSPassword(user string) string {
+	return hex.EncodeToString(mac(h.nats, user))
 }
 
 func mac(key []byte, s string) []byte {

@@ -198,7 +198,7 @@ func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bo
 			for b := range jobs {
 				b.out = make([]RecordedEvent, len(b.raw))
 				for i, m := range b.raw {
-					b.out[i] = m.decodeShared()
+					b.out[i] = s.decodeShared(m)
 				}
 				b.raw = nil
 				close(b.done)

@@ -30,9 +30,10 @@ type ConnectConfig struct {
 	TLSCert, TLSKey string
 	// Timeout bounds the dial to each server; 0: nats.go's default (2 s).
 	Timeout time.Duration
-
-	// The embedded server's own credentials (derived from the secret file) belong here, as
-	// one more field turned into an option by Options.
+	// User and Password authenticate to keysd's embedded server (EmbeddedUser and the
+	// password derived from the secret file). They are used only when neither a URL nor
+	// CredsFile carries credentials of their own.
+	User, Password string
 }
 
 // Validate reports every problem with the configuration at once. It reads no file: a file
@@ -60,6 +61,9 @@ func (c ConnectConfig) Options() []nats.Option {
 	if c.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
 	}
+	if c.User != "" && c.CredsFile == "" && !urlsHaveCredentials(c.URLs) {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
 	if c.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCA))
 	}
@@ -84,6 +88,16 @@ func Connect(c ConnectConfig, extra ...nats.Option) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", RedactURLs(c.URLs), err)
 	}
 	return nc, nil
+}
+
+// urlsHaveCredentials reports whether any server URL carries a user, password or token.
+func urlsHaveCredentials(urls string) bool {
+	for _, raw := range strings.Split(urls, ",") {
+		if u, err := parseURL(strings.TrimSpace(raw)); err == nil && u.User != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckURLs rejects a server list that nats.go would not take as NATS URLs. Its errors show

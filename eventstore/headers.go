@@ -13,7 +13,7 @@ import (
 // eventTypeHeader carries an event's type on its message, beside the type in the subject.
 const eventTypeHeader = "Keyledger-Event-Type"
 
-// msg is the message of an event: its JSON, its id as Nats-Msg-Id and its type.
+// msg is the message of an event: its JSON, its id as Nats-Msg-Id, its type and its MAC.
 func (s *Store) msg(subject string, e domain.Event) (*nats.Msg, error) {
 	data, err := domain.MarshalEvent(e)
 	if err != nil {
@@ -23,6 +23,7 @@ func (s *Store) msg(subject string, e domain.Event) (*nats.Msg, error) {
 	m.Data = data
 	m.Header.Set(jetstream.MsgIDHeader, e.ID)
 	m.Header.Set(eventTypeHeader, string(e.Type))
+	s.authenticate(m)
 	return m, nil
 }
 

@@ -25,6 +25,10 @@ type Store struct {
 	cfg  Config
 	subj subjects
 	gc   *groupCommit // nil unless Config.GroupCommit
+	mac  *eventMAC    // nil unless Config.EventKey
+	// authFrom is the stream sequence of the cut-over marker: from it on, every message
+	// must carry a valid MAC (see mac.go).
+	authFrom uint64
 }
 
 // Open checks that the server behind nc can serve as the event store, creates the stream or
@@ -42,7 +46,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, cfg: cfg, subj: subjects{prefix: cfg.SubjectPrefix}}
+	s := &Store{nc: nc, js: js, cfg: cfg, subj: subjects{prefix: cfg.SubjectPrefix}, mac: newEventMAC(cfg.EventKey)}
 	if cfg.GroupCommit {
 		s.gc = &groupCommit{s: s}
 	}
@@ -58,6 +62,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if err := s.ensureDeadLetterStream(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.ensureMarker(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil

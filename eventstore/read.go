@@ -73,19 +73,38 @@ func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.Proje
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	m, err := s.getLast(ctx, s.subj.project(projectID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return domain.ProjectSnapshot{}, domain.ErrProjectNotFound
+	// The project is its first valid ProjectCreated: anything else published on its subjects
+	// (garbage, a second creation) changes nothing, and the project stays usable.
+	filter := s.subj.project(projectID)
+	var invalid error
+	next := uint64(1)
+	for range maxProjectMsgs {
+		m, err := s.msgGet(ctx, msgGetRequest{Seq: next, NextFor: filter})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w: %w", projectID, ErrUnavailable, err)
+		}
+		next = m.Sequence + 1
+		r := s.decodeMsg(m.Sequence, m.Subject, m.Time, m.Header, m.Data)
+		if r.Err != nil {
+			invalid = r.Err
+			continue
+		}
+		if p, err := domain.ProjectFromEvent(r.Event); err == nil {
+			return p, nil
+		}
 	}
-	if err != nil {
-		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w: %w", projectID, ErrUnavailable, err)
+	if invalid != nil {
+		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w: its subjects hold no valid project creation (%w)", projectID, domain.ErrProjectNotFound, invalid)
 	}
-	r := decode(m.Sequence, m.Subject, m.Time, m.Data)
-	if r.Err != nil {
-		return domain.ProjectSnapshot{}, fmt.Errorf("load project %s: %w", projectID, r.Err)
-	}
-	return domain.ProjectFromEvent(r.Event)
+	return domain.ProjectSnapshot{}, domain.ErrProjectNotFound
 }
+
+// maxProjectMsgs bounds the messages LoadProject reads on one project's subjects before
+// deciding that it has no valid creation (a project has exactly one).
+const maxProjectMsgs = 8
 
 // getAll reads the messages on a subject filter from stream sequence from on, at most max
 // of them (0: all), with batched direct gets.
@@ -115,7 +134,7 @@ func (s *Store) getAll(ctx context.Context, filter string, from uint64, max int)
 				}
 				return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
-			out = append(out, decode(m.Sequence, m.Subject, m.Time, m.Data))
+			out = append(out, s.decodeMsg(m.Sequence, m.Subject, m.Time, m.Header, m.Data))
 			next = m.Sequence + 1
 			n++
 		}
@@ -167,9 +186,20 @@ func (s *Store) SeqAtTime(ctx context.Context, t time.Time) (uint64, error) {
 // get may be answered by a follower that has not yet stored the last acknowledged write, and
 // the store asks this question precisely to learn whether a write landed.
 func (s *Store) getLast(ctx context.Context, filter string) (*jetstream.RawStreamMsg, error) {
-	req, err := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-	}{filter})
+	return s.msgGet(ctx, msgGetRequest{LastFor: filter})
+}
+
+// msgGetRequest is a STREAM.MSG.GET request: the last message on a filter, or the first at or
+// after Seq on NextFor.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+// msgGet asks the stream leader for one message (see getLast for why not a direct get).
+func (s *Store) msgGet(ctx context.Context, get msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(get)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,9 @@ package eventstore
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"strings"
 	"time"
 
@@ -44,6 +46,11 @@ type Config struct {
 	// when the server runs with sync_interval: always (keysd --sync-always); on a server that
 	// syncs in the background it costs more than it saves.
 	GroupCommit bool
+	// EventKey authenticates events: every append carries a MAC under it, and every read
+	// refuses a message without a valid one (see mac.go). keysd and keysctl derive it from the
+	// server-side secret (domain.Hasher.EventKey). Empty: events are neither authenticated nor
+	// checked, for tests of other behaviour only.
+	EventKey []byte
 }
 
 func (c *Config) setDefaults() {
@@ -92,25 +99,77 @@ type RecordedEvent struct {
 	Raw     []byte
 	Event   domain.Event
 	Err     error
+	// Control marks a message of the store's own, not an event (the cut-over marker of
+	// mac.go): Event and Err are zero, and readers pass over it.
+	Control bool
 	// Pending is how many messages followed this one in the stream when it was delivered
 	// (subscriptions only); 0 means the reader has caught up.
 	Pending uint64
 }
 
-func decode(seq uint64, subject string, stored time.Time, data []byte) RecordedEvent {
-	return decodeWith(domain.UnmarshalEvent, seq, subject, stored, data)
+// decodeMsg turns one stored message into a RecordedEvent: every reader's messages go
+// through it, so that what is refused is refused everywhere. A message is an event only if
+// keyledger wrote it (checkMAC), it decodes, and its subject names the aggregate its envelope
+// does. The cut-over marker decodes to a RecordedEvent with neither Event nor Err (Control):
+// nothing to apply, nothing to set aside.
+func (s *Store) decodeMsg(seq uint64, subject string, stored time.Time, hdr nats.Header, data []byte) RecordedEvent {
+	return s.decodeWith(domain.UnmarshalEvent, seq, subject, stored, hdr, data)
 }
 
-// decodeWith is decode with the given decoder of the body: domain.UnmarshalEvent, or
+// decodeWith is decodeMsg with the given decoder of the body: domain.UnmarshalEvent, or
 // domain.UnmarshalEventShared for bulk reads whose events share the message's bytes.
-func decodeWith(unmarshal func([]byte) (domain.Event, error), seq uint64, subject string, stored time.Time, data []byte) RecordedEvent {
+func (s *Store) decodeWith(unmarshal func([]byte) (domain.Event, error), seq uint64, subject string, stored time.Time, hdr nats.Header, data []byte) RecordedEvent {
 	r := RecordedEvent{Seq: seq, Subject: subject, Time: stored, Raw: data}
+	if r.Err = s.checkMAC(seq, subject, hdr, data); r.Err != nil {
+		return r
+	}
+	if s.isMarker(subject) {
+		r.Control = true
+		return r
+	}
 	r.Event, r.Err = unmarshal(data)
-	if r.Err == nil && subject != "" && !strings.HasSuffix(subject, "."+string(r.Event.Type)) {
-		r.Err = fmt.Errorf("%w: %s event on subject %s", domain.ErrInvalidEvent, r.Event.Type, subject)
-		r.Event = domain.Event{}
+	if r.Err == nil && subject != "" {
+		if err := matchesSubject(subject, r.Event); err != nil {
+			r.Err, r.Event = err, domain.Event{}
+		}
 	}
 	return r
+}
+
+// matchesSubject checks that an event's envelope names the aggregate its subject does:
+// "<prefix>.key.<project>.<key>.<type>" or "<prefix>.project.<project>.<type>". An event
+// re-addressed to another key or project (its bytes copied onto another subject) fails it.
+// It reads the subject from its end, so that any prefix works, and allocates only to report.
+func matchesSubject(subject string, e domain.Event) error {
+	rest, typ := cutLast(subject)
+	if typ != string(e.Type) {
+		return fmt.Errorf("%w: %s event on subject %s", domain.ErrInvalidEvent, e.Type, subject)
+	}
+	var kind, project, key string
+	if e.Type == domain.TypeProjectCreated {
+		rest, project = cutLast(rest)
+		_, kind = cutLast(rest)
+		if kind == "project" && project == e.ProjectID && e.KeyID == "" {
+			return nil
+		}
+	} else {
+		rest, key = cutLast(rest)
+		rest, project = cutLast(rest)
+		_, kind = cutLast(rest)
+		if kind == "key" && project == e.ProjectID && key == e.KeyID {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s event of project %q key %q on subject %s", domain.ErrInvalidEvent, e.Type, e.ProjectID, e.KeyID, subject)
+}
+
+// cutLast splits a subject before its last token.
+func cutLast(subject string) (rest, last string) {
+	i := strings.LastIndexByte(subject, '.')
+	if i < 0 {
+		return "", subject
+	}
+	return subject[:i], subject[i+1:]
 }
 
 // subjects names the stream's subjects under one prefix.

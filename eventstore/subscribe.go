@@ -17,6 +17,7 @@ import (
 // or a reconnect. Readers keep their own position (a checkpoint), so nothing durable lives on
 // the server.
 type Subscription struct {
+	s    *Store
 	cons jetstream.Consumer
 	iter jetstream.MessagesContext
 }
@@ -62,7 +63,7 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, opts ...SubscribeOpt
 	if err != nil {
 		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
 	}
-	return &Subscription{cons: cons, iter: it}, nil
+	return &Subscription{s: s, cons: cons, iter: it}, nil
 }
 
 // ErrNoMessage is returned by Next when nothing arrived within its wait.
@@ -74,7 +75,7 @@ func (sub *Subscription) Next(ctx context.Context, wait time.Duration) (Recorded
 	if err != nil {
 		return RecordedEvent{}, err
 	}
-	return m.decode(), nil
+	return sub.s.decode(m), nil
 }
 
 // rawMsg is a message as read, before its body is decoded.
@@ -86,15 +87,15 @@ type rawMsg struct {
 	header       nats.Header // for checks of the message's bytes in the decoding stage
 }
 
-func (m rawMsg) decode() RecordedEvent {
-	r := decode(m.seq, m.subject, m.stored, m.data)
+func (s *Store) decode(m rawMsg) RecordedEvent {
+	r := s.decodeMsg(m.seq, m.subject, m.stored, m.header, m.data)
 	r.Pending = m.pending
 	return r
 }
 
 // decodeShared is decode whose event shares the message's bytes.
-func (m rawMsg) decodeShared() RecordedEvent {
-	r := decodeWith(domain.UnmarshalEventShared, m.seq, m.subject, m.stored, m.data)
+func (s *Store) decodeShared(m rawMsg) RecordedEvent {
+	r := s.decodeWith(domain.UnmarshalEventShared, m.seq, m.subject, m.stored, m.header, m.data)
 	r.Pending = m.pending
 	return r
 }

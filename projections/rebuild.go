@@ -56,6 +56,9 @@ type RebuildConfig struct {
 	SwapLag uint64
 	// Progress, when set, is called after each batch and at each phase.
 	Progress func(RebuildProgress)
+	// Refused, when set, is called for each message of the stream no read model applies
+	// (see Refusal), in stream order.
+	Refused func(Refusal)
 }
 
 // AsOfSchema is the default schema of a read model built as of a past point.
@@ -136,7 +139,7 @@ func Rebuild(ctx context.Context, databaseURL string, store *eventstore.Store, c
 		return RebuildResult{}, fmt.Errorf("read model database: %w", err)
 	}
 	defer pool.Close()
-	b := &rebuild{cfg: cfg, store: store, pool: pool, start: start}
+	b := &rebuild{cfg: cfg, store: store, pool: pool, start: start, refused: newRefusals(cfg.Refused)}
 	res, err := b.run(ctx)
 	if err != nil && b.fresh != nil {
 		// Whatever was built is of no use; a fresh context, since ctx may be why it failed.
@@ -156,6 +159,8 @@ type rebuild struct {
 	fresh *Postgres // the schema being built
 	read  uint64    // messages read
 	total uint64
+	// refused reports what the read model does not apply.
+	refused *refusals
 }
 
 func (b *rebuild) progress(phase string) {
@@ -226,7 +231,7 @@ func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(c
 	return foldStream(ctx, b.store, from, until, apply, func(n int) {
 		b.read += uint64(n)
 		b.progress(PhaseRead)
-	})
+	}, b.refused)
 }
 
 // foldStream reads the stream's messages from..until and hands them to apply in the
@@ -234,11 +239,12 @@ func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(c
 // size after apply took it. apply may keep a batch. It fails when the stream ends before
 // until. Rebuild and Verify fold the stream with it.
 func foldStream(ctx context.Context, store *eventstore.Store, from, until uint64,
-	apply func(context.Context, []eventstore.RecordedEvent) (uint64, error), applied func(n int)) error {
+	apply func(context.Context, []eventstore.RecordedEvent) (uint64, error), applied func(n int), refused *refusals) error {
 	if from > until {
 		return nil
 	}
 	last, err := store.ReadBatches(ctx, from, until, func(batch []eventstore.RecordedEvent) error {
+		refused.seeAll(batch)
 		if _, err := apply(ctx, batch); err != nil {
 			return err
 		}

@@ -26,6 +26,9 @@ type VerifyResult struct {
 	// Keys is how many keys the read model holds; Events how many messages were replayed.
 	Keys, Events uint64
 	Differences  []Difference
+	// Refused lists the stream's messages no read model applies (see Refusal): forged or
+	// altered messages, garbage, events out of their key's version order.
+	Refused []Refusal
 }
 
 // Verify replays the stream in memory up to the read model's checkpoint and compares every
@@ -40,7 +43,8 @@ func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store) (VerifyR
 		}
 		res.Checkpoint = uint64(pos)
 		mem := newShardedMemory(0)
-		err := foldStream(ctx, store, 1, res.Checkpoint, mem.Apply, func(n int) { res.Events += uint64(n) })
+		refused := newRefusals(func(r Refusal) { res.Refused = append(res.Refused, r) })
+		err := foldStream(ctx, store, 1, res.Checkpoint, mem.Apply, func(n int) { res.Events += uint64(n) }, refused)
 		mem.wait()
 		if err != nil {
 			return err

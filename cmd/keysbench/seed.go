@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/secretfile"
 )
 
 // seedSummary is the JSON line seed prints when done.
@@ -32,6 +33,7 @@ type seedSummary struct {
 // revoked by its last event. Each round is published in parallel chunks of distinct keys,
 // so versions stay contiguous per key while the keys interleave as under real load.
 func runSeed(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
+	secretFile := fs.String("secret-file", "data/secret", "`PATH` of the server-side secret of the keysd that will read the stream (created when missing): events are authenticated with it")
 	events := fs.Int("events", 1_000_000, "how many events to append in all, projects included")
 	keys := fs.Int("keys", 0, "how many keys (default events/4)")
 	projects := fs.Int("projects", 10, "how many projects")
@@ -47,7 +49,18 @@ func runSeed(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.
 			return 2
 		}
 		start := time.Now()
+		secret, _, err := secretfile.LoadOrCreate(*secretFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
+			return 1
+		}
+		hasher, err := domain.NewHasher(secret)
+		if err != nil {
+			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
+			return 1
+		}
 		c := *conn
+		c.User, c.Password = eventstore.EmbeddedUser, hasher.NATSPassword(eventstore.EmbeddedUser)
 		c.Name = "keysbench seed"
 		nc, err := eventstore.Connect(c)
 		if err != nil {
@@ -55,7 +68,7 @@ func runSeed(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.
 			return 1
 		}
 		defer nc.Close()
-		store, err := eventstore.Open(ctx, nc, eventstore.Config{Timeout: 30 * time.Second})
+		store, err := eventstore.Open(ctx, nc, eventstore.Config{Timeout: 30 * time.Second, EventKey: hasher.EventKey()})
 		if err != nil {
 			fmt.Fprintf(stderr, "keysbench seed: %v\n", err)
 			return 1

@@ -89,12 +89,16 @@ func createKeysdProject(ctx context.Context, conn eventstore.ConnectConfig, secr
 		return "", "", err
 	}
 	conn.Name, conn.Timeout = "keysbench", 5*time.Second
+	// As keysctl does: keysd's embedded server admits the user whose password the secret
+	// derives (used only without credentials of the operator's own; ignored by a server
+	// without authentication).
+	conn.User, conn.Password = eventstore.EmbeddedUser, hasher.NATSPassword(eventstore.EmbeddedUser)
 	nc, err := eventstore.Connect(conn)
 	if err != nil {
 		return "", "", err
 	}
 	defer nc.Close()
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{EventKey: hasher.EventKey()})
 	if err != nil {
 		return "", "", err
 	}

@@ -164,6 +164,12 @@ var cliCommands = []*command{
 		summary:   "print a key as it was at a time (now by default), from events only",
 		configure: keysState,
 	},
+	{
+		path:      "audit-url",
+		synopses:  []string{""},
+		summary:   "print a NATS URL with read-only credentials for audit consumers of keysd's embedded server (needs only the secret file)",
+		configure: auditURL,
+	},
 }
 
 // run executes keysctl with the arguments after the program name and returns the exit status.

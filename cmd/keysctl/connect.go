@@ -18,11 +18,20 @@ import (
 const connectTimeout = 2 * time.Second
 
 // natsConfig is how keysctl reaches the NATS server(s) keysd uses, from the global flags.
+// Without credentials of its own (in the URL or --nats-creds), keysctl authenticates as
+// keysd's embedded server expects, with the password derived from the secret file; a server
+// without authentication ignores them.
 func (s settings) natsConfig() eventstore.ConnectConfig {
-	return eventstore.ConnectConfig{
+	c := eventstore.ConnectConfig{
 		URLs: s.natsURL, Name: "keysctl", Timeout: connectTimeout,
 		CredsFile: s.natsCreds, TLSCA: s.natsTLSCA, TLSCert: s.natsTLSCert, TLSKey: s.natsTLSKey,
 	}
+	if secret, err := secretfile.Load(s.secretFile); err == nil {
+		if h, err := domain.NewHasher(secret); err == nil {
+			c.User, c.Password = eventstore.EmbeddedUser, h.NATSPassword(eventstore.EmbeddedUser)
+		}
+	}
+	return c
 }
 
 // connectNATS connects to the NATS server(s) keysd uses, failing fast with one line that

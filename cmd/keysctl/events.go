@@ -59,7 +59,12 @@ func eventsTail(fs *flag.FlagSet) func(*invocation) error {
 			return err
 		}
 		defer nc.Close()
-		store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{})
+		// Only events keysd wrote are events: the secret's event key checks each one.
+		hasher, err := loadHasher(inv.secretFile)
+		if err != nil {
+			return err
+		}
+		store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{EventKey: hasher.EventKey()})
 		if err != nil {
 			return fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
 		}

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +22,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
@@ -28,21 +32,22 @@ import (
 
 // tailEnv is a stream with key events appended through the command handler, as keysd does.
 type tailEnv struct {
-	ns    *testenv.NATSServer
-	store *eventstore.Store
-	cmds  *commands.Handler
+	ns     *testenv.NATSServer
+	store  *eventstore.Store
+	cmds   *commands.Handler
+	hasher *domain.Hasher
+	// env names the deployment's secret file, as keysctl reads it (KEYS_SECRET_FILE).
+	env map[string]string
 }
+
+// getenv is env as run's lookup.
+func (e *tailEnv) getenv(k string) string { return e.env[k] }
 
 func newTailEnv(t *testing.T) *tailEnv {
 	t.Helper()
 	ns := testenv.NATS(t)
-	store, err := eventstore.Open(t.Context(), ns.Connect(t), eventstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	hasher, err := domain.NewHasher(secret)
+	secretPath, hasher := deployment(t)
+	store, err := eventstore.Open(t.Context(), ns.Connect(t), eventstore.Config{EventKey: hasher.EventKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +55,7 @@ func newTailEnv(t *testing.T) *tailEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tailEnv{ns: ns, store: store, cmds: cmds}
+	return &tailEnv{ns: ns, store: store, cmds: cmds, hasher: hasher, env: map[string]string{envSecretFile: secretPath}}
 }
 
 func (e *tailEnv) project(t *testing.T) string {
@@ -166,7 +171,7 @@ func TestEventsTail(t *testing.T) {
 	all := func(eventstore.RecordedEvent) bool { return true }
 
 	t.Run("every key event in order, garbage set aside", func(t *testing.T) {
-		o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL)
+		o := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL)
 		if o.code != exitOK {
 			t.Fatalf("exit %d, stderr %q", o.code, o.stderr)
 		}
@@ -185,7 +190,7 @@ func TestEventsTail(t *testing.T) {
 			t.Fatalf("dead letters %+v, want the garbage once with its reason", dead)
 		}
 		// Tailing again reports the garbage again but leaves one dead letter.
-		again := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL)
+		again := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL)
 		wantLines(t, again.stdout, records, all)
 		if !strings.Contains(again.stderr, "already on KEYLEDGER_DLQ") {
 			t.Errorf("second tail stderr %q, want the garbage reported as already set aside", again.stderr)
@@ -195,7 +200,7 @@ func TestEventsTail(t *testing.T) {
 		}
 	})
 	t.Run("--project", func(t *testing.T) {
-		o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL, "--project", b)
+		o := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL, "--project", b)
 		if o.code != exitOK || o.stderr != "" {
 			t.Fatalf("exit %d, stderr %q", o.code, o.stderr)
 		}
@@ -203,7 +208,7 @@ func TestEventsTail(t *testing.T) {
 	})
 	t.Run("--from-seq", func(t *testing.T) {
 		from := records[3].Seq
-		o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL, "--from-seq", strconv.FormatUint(from, 10))
+		o := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL, "--from-seq", strconv.FormatUint(from, 10))
 		if o.code != exitOK {
 			t.Fatalf("exit %d, stderr %q", o.code, o.stderr)
 		}
@@ -211,7 +216,7 @@ func TestEventsTail(t *testing.T) {
 	})
 	t.Run("--since", func(t *testing.T) {
 		since := records[5].Time
-		o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL, "--project", a, "--since", since.Format(time.RFC3339Nano))
+		o := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL, "--project", a, "--since", since.Format(time.RFC3339Nano))
 		if o.code != exitOK {
 			t.Fatalf("exit %d, stderr %q", o.code, o.stderr)
 		}
@@ -223,7 +228,7 @@ func TestEventsTail(t *testing.T) {
 			{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)},
 			{"--project", uuid.NewString()},
 		} {
-			o := keysctl(t, nil, append([]string{"events", "tail", "--nats-url", e.ns.URL}, args...)...)
+			o := keysctl(t, e.env, append([]string{"events", "tail", "--nats-url", e.ns.URL}, args...)...)
 			if o.code != exitOK || o.stdout != "" || o.stderr != "" {
 				t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 0 and nothing", args, o.code, o.stdout, o.stderr)
 			}
@@ -239,11 +244,15 @@ func TestEventsTail(t *testing.T) {
 			t.Fatal(err)
 		}
 		nc := e.ns.Connect(t)
-		if err := nc.Publish("keyledger.key."+old.ProjectID+"."+old.KeyID+".DescriptionChanged", stored); err != nil {
+		// Authenticated as keysd would (docs/events.md): a v0 event keysd wrote long ago.
+		m := nats.NewMsg("keyledger.key." + old.ProjectID + "." + old.KeyID + ".DescriptionChanged")
+		m.Data = stored
+		m.Header.Set(eventstore.HeaderMAC, eventMAC(e.hasher.EventKey(), m.Subject, m.Data))
+		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
 		_ = nc.Flush()
-		o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL, "--project", old.ProjectID)
+		o := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL, "--project", old.ProjectID)
 		want, _ := domain.MarshalEvent(old)
 		if o.code != exitOK || o.stdout != string(want)+"\n" || !strings.Contains(o.stdout, `"schema_version":1`) {
 			t.Fatalf("exit %d, stdout %q, stderr %q; want the v0 event in the current version: %s", o.code, o.stdout, o.stderr, want)
@@ -259,7 +268,7 @@ func TestEventsTail(t *testing.T) {
 			{[]string{"--project", "acme"}, "--project"},
 			{[]string{"--from-seq", "-1"}, "from-seq"},
 		} {
-			o := keysctl(t, nil, append([]string{"events", "tail", "--nats-url", e.ns.URL}, tc.args...)...)
+			o := keysctl(t, e.env, append([]string{"events", "tail", "--nats-url", e.ns.URL}, tc.args...)...)
 			o.wantOneErrorLine(t, exitUsage, tc.want)
 		}
 	})
@@ -306,7 +315,7 @@ func TestEventsTailFollow(t *testing.T) {
 	var stdout, stderr lineBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"events", "tail", "--follow", "--project", p, "--nats-url", e.ns.URL}, &stdout, &stderr, func(string) string { return "" })
+		done <- run(ctx, []string{"events", "tail", "--follow", "--project", p, "--nats-url", e.ns.URL}, &stdout, &stderr, e.getenv)
 	}()
 	waitLines(t, &stdout, 1)
 	e.update(t, p, k, domain.UpdateKey{Description: ptr("while tailing")})
@@ -337,7 +346,7 @@ func TestEventsTailFollowBinary(t *testing.T) {
 	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.CommandContext(t.Context(), bin, "events", "tail", "--follow", "--nats-url", e.ns.URL)
-			cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
+			cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), envSecretFile + "=" + e.env[envSecretFile]}
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -378,7 +387,7 @@ func TestEventsTailFollowSurvivesNATSRestart(t *testing.T) {
 	var stdout, stderr lineBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"events", "tail", "--follow", "--nats-url", e.ns.URL}, &stdout, &stderr, func(string) string { return "" })
+		done <- run(ctx, []string{"events", "tail", "--follow", "--nats-url", e.ns.URL}, &stdout, &stderr, e.getenv)
 	}()
 	waitLines(t, &stdout, 1)
 	e.ns.Restart(t)
@@ -413,9 +422,12 @@ func TestEventsTailPrintsWhatItAlwaysPrinted(t *testing.T) {
 	e := newTailEnv(t)
 	p := e.project(t)
 	nc := e.ns.Connect(t)
-	publish := func(subject string, body []byte) {
+	publish := func(subject string, body []byte) { // authenticated as keysd would
 		t.Helper()
-		if err := nc.Publish(subject, body); err != nil {
+		m := nats.NewMsg(subject)
+		m.Data = body
+		m.Header.Set(eventstore.HeaderMAC, eventMAC(e.hasher.EventKey(), subject, body))
+		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -454,7 +466,7 @@ func TestEventsTailPrintsWhatItAlwaysPrinted(t *testing.T) {
 		}
 		want.Write(encodingJSONLine(t, ev))
 	}
-	o := keysctl(t, nil, "events", "tail", "--nats-url", e.ns.URL)
+	o := keysctl(t, e.env, "events", "tail", "--nats-url", e.ns.URL)
 	if o.code != exitOK {
 		t.Fatalf("exit %d, stderr %q", o.code, o.stderr)
 	}
@@ -493,4 +505,14 @@ func encodingJSONLine(t *testing.T, e domain.Event) []byte {
 		t.Fatal(err)
 	}
 	return append(line, '\n')
+}
+
+// eventMAC is an event's MAC as docs/events.md specifies it: hex HMAC-SHA-256 over the
+// subject's length (4 bytes, big-endian), the subject and the payload.
+func eventMAC(key []byte, subject string, data []byte) string {
+	h := hmac.New(sha256.New, key)
+	_ = binary.Write(h, binary.BigEndian, uint32(len(subject)))
+	h.Write([]byte(subject))
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
 }

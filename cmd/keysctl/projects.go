@@ -44,7 +44,7 @@ func projectsCreate(fs *flag.FlagSet) func(*invocation) error {
 			return err
 		}
 		defer nc.Close()
-		store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{})
+		store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{EventKey: hasher.EventKey()})
 		if err != nil {
 			return fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
 		}

@@ -84,6 +84,7 @@ func replay(fs *flag.FlagSet) func(*invocation) error {
 		}
 		bar := newProgress(inv.stderr)
 		cfg.Progress = bar.update
+		cfg.Refused = func(r projections.Refusal) { bar.refused("replay", r) }
 		res, err := projections.Rebuild(inv.ctx, inv.databaseURL, store, cfg)
 		bar.finish()
 		if err != nil {
@@ -118,7 +119,13 @@ func openStore(inv *invocation) (*eventstore.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{Timeout: 30 * time.Second})
+	// Only events keysd wrote are events: the secret's event key checks each one.
+	hasher, err := loadHasher(inv.secretFile)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	store, err := eventstore.Open(inv.ctx, nc, eventstore.Config{Timeout: 30 * time.Second, EventKey: hasher.EventKey()})
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
@@ -188,6 +195,22 @@ func (p *progress) update(r projections.RebuildProgress) {
 	p.drawn = true
 }
 
+// refused reports a message the read model does not apply, on a line of its own.
+func (p *progress) refused(command string, r projections.Refusal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprintln(p.w)
+		p.drawn = false
+	}
+	fmt.Fprintln(p.w, refusalLine(command, r))
+}
+
+// refusalLine is the stderr line of a message no read model applies.
+func refusalLine(command string, r projections.Refusal) string {
+	return fmt.Sprintf("keysctl %s: refused stream sequence %d on %s: %s", command, r.Seq, r.Subject, oneLine(r.Reason))
+}
+
 // finish ends the bar's line so that what follows starts on its own.
 func (p *progress) finish() {
 	p.mu.Lock()
@@ -216,6 +239,9 @@ func verify(fs *flag.FlagSet) func(*invocation) error {
 		res, err := pg.Verify(inv.ctx, store)
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
+		}
+		for _, r := range res.Refused {
+			fmt.Fprintln(inv.stderr, refusalLine("verify", r))
 		}
 		if len(res.Differences) == 0 {
 			fmt.Fprintf(inv.stderr, "keysctl verify: the read model equals the stream: %d keys at sequence %d\n", res.Keys, res.Checkpoint)

@@ -35,11 +35,11 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	ctx := context.Background()
 	ns := testenv.NATS(t)
 	dbURL := testenv.Postgres(t)
-	store, err := eventstore.Open(ctx, ns.Connect(t), eventstore.Config{})
+	secretPath, hasher := deployment(t)
+	store, err := eventstore.Open(ctx, ns.Connect(t), eventstore.Config{EventKey: hasher.EventKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, hasher := deployment(t)
 	h, err := commands.New(store, nil, hasher, commands.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	if _, err := h.UpdateKey(ctx, caller, key, domain.UpdateKey{Description: &renamed, Revoked: new(true)}); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{envNATSURL: ns.URL, envDatabaseURL: dbURL}
+	env := map[string]string{envNATSURL: ns.URL, envDatabaseURL: dbURL, envSecretFile: secretPath}
 
 	// keys state: now, and as it was then, rendered like the API's key object.
 	now := lastJSONLine(t, keysctl(t, env, "keys", "state", "--project", p.Project.ID, "--key", key))
@@ -75,9 +75,10 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	keysctl(t, env, "keys", "state", "--project", p.Project.ID, "--key", key, "--at", "2000-01-01T00:00:00Z").wantOneErrorLine(t, exitFailure, "did not exist yet")
 	keysctl(t, env, "keys", "state", "--project", p.Project.ID, "--key", "00000000-0000-4000-8000-000000000000").wantOneErrorLine(t, exitFailure, "not found")
 
-	// replay builds the live read model (none yet); verify agrees with it.
+	// replay builds the live read model (none yet); verify agrees with it. The stream holds
+	// the authentication marker (sequence 1) and the four events.
 	sum := lastJSONLine(t, keysctl(t, env, "replay"))
-	if sum["events"] != 4.0 || sum["keys"] != 1.0 || sum["schema"] != "keyledger" || sum["until_seq"] != 4.0 || sum["seconds"] == nil {
+	if sum["events"] != 5.0 || sum["keys"] != 1.0 || sum["schema"] != "keyledger" || sum["until_seq"] != 5.0 || sum["seconds"] == nil {
 		t.Errorf("replay summary %v", sum)
 	}
 	if o := keysctl(t, env, "verify"); o.code != exitOK || o.stdout != "" {
@@ -86,7 +87,7 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 
 	// --until: the read model as it was then, in its own schema.
 	sum = lastJSONLine(t, keysctl(t, env, "replay", "--until", then.Format(time.RFC3339Nano), "--schema", "asof_test"))
-	if sum["until_seq"] != 2.0 || sum["schema"] != "asof_test" {
+	if sum["until_seq"] != 3.0 || sum["schema"] != "asof_test" {
 		t.Errorf("replay --until summary %v", sum)
 	}
 	asOf, err := projections.OpenPostgres(ctx, dbURL, projections.PostgresConfig{Schema: "asof_test"})

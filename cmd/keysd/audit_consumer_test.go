@@ -170,8 +170,14 @@ func TestAuditConsumerFromTheDocs(t *testing.T) {
 	}
 	admin := []string{"x-stack-admin-access-token", strings.TrimSpace(token)}
 
+	// The auditor connects with the read-only URL keysctl prints, as docs/events.md says.
+	out, errOut, code := k.keysctl("audit-url")
+	if code != 0 || !strings.HasPrefix(out, "nats://keyledger-audit:") {
+		t.Fatalf("keysctl audit-url: exit %d, %q %s", code, out, errOut)
+	}
+	auditURL := strings.TrimSpace(out)
 	got := &received{}
-	stop := follow(t, k.natsURL, got)
+	stop := follow(t, auditURL, got)
 
 	type change struct {
 		typ, key, actorType, actorID, requestID, data string
@@ -240,7 +246,7 @@ func TestAuditConsumerFromTheDocs(t *testing.T) {
 	// while the auditor was down is the first thing it gets, and nothing comes twice.
 	r = ok(k.do("PATCH", "/api/v1/user-api-keys/"+b.str("id"), p, map[string]any{"revoked": true}))
 	later := &received{}
-	stop = follow(t, k.natsURL, later)
+	stop = follow(t, auditURL, later)
 	seqs, events = later.wait(t, 1)
 	stop()
 	check(seqs, events, []change{{"KeyRevoked", b.str("id"), "server_key", "", r.Header.Get("x-stack-request-id"), ""}}, []int{2})

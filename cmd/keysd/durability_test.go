@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
 )
 
@@ -41,7 +42,11 @@ func TestSyncAlwaysConfiguresTheEmbeddedServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			nc, ns, err := connectNATS(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			hasher, err := domain.NewHasher(make([]byte, 32))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc, ns, err := connectNATS(cfg, hasher, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}

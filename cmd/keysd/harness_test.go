@@ -20,24 +20,30 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/api"
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
 	"github.com/keyledger/keyledger/internal/openapicheck"
+	"github.com/keyledger/keyledger/internal/secretfile"
 	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // keysd is a keysd process started from the built binary, driven over HTTP as a client
 // would.
 type keysd struct {
-	t       *testing.T
-	args    []string
-	cmd     *exec.Cmd
-	base    string
-	natsURL string
-	dataDir string
-	secret  string
-	stdout  *testenv.Buffer
-	stderr  *testenv.Buffer
-	exited  chan error
+	t    *testing.T
+	args []string
+	cmd  *exec.Cmd
+	base string
+	// natsURL reaches keysd's NATS: for the embedded server, with keysd's own credentials
+	// (embeddedAddr is its address alone).
+	natsURL      string
+	embeddedAddr string
+	hasher       *domain.Hasher
+	dataDir      string
+	secret       string
+	stdout       *testenv.Buffer
+	stderr       *testenv.Buffer
+	exited       chan error
 }
 
 type keysdOptions struct {
@@ -57,10 +63,24 @@ func startKeysd(t *testing.T, o keysdOptions) *keysd {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	args := []string{"--http-addr", httpAddr, "--data-dir", o.dataDir}
 	k := &keysd{t: t, base: "http://" + httpAddr, dataDir: o.dataDir}
+	k.secret = filepath.Join(o.dataDir, "secret")
+	if o.secretFile != "" {
+		k.secret = o.secretFile
+	}
+	// The secret keysd would create on first start, made first so that the test can derive
+	// the embedded server's credentials from it, as keysctl does.
+	secret, _, err := secretfile.LoadOrCreate(k.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.hasher, err = domain.NewHasher(secret); err != nil {
+		t.Fatal(err)
+	}
 	if o.natsURL == "" {
 		natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		args = append(args, "--embedded-nats-addr", natsAddr)
-		k.natsURL = "nats://" + natsAddr
+		k.embeddedAddr = natsAddr
+		k.natsURL = "nats://" + eventstore.EmbeddedUser + ":" + k.hasher.NATSPassword(eventstore.EmbeddedUser) + "@" + natsAddr
 	} else {
 		args = append(args, "--nats-url", o.natsURL)
 		k.natsURL = o.natsURL
@@ -68,9 +88,7 @@ func startKeysd(t *testing.T, o keysdOptions) *keysd {
 	if o.databaseURL != "" {
 		args = append(args, "--database-url", o.databaseURL)
 	}
-	k.secret = filepath.Join(o.dataDir, "secret")
 	if o.secretFile != "" {
-		k.secret = o.secretFile
 		args = append(args, "--secret-file", o.secretFile)
 	}
 	args = append(args, o.extraArgs...)

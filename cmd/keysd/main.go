@@ -64,7 +64,19 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		defer servePprof(cfg.PprofAddr, log).Close()
 	}
 
-	nc, embedded, err := connectNATS(cfg, log)
+	secret, created, err := secretfile.LoadOrCreate(cfg.SecretFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created the server-side secret", "file", cfg.SecretFile)
+	}
+	hasher, err := domain.NewHasher(secret)
+	if err != nil {
+		return fmt.Errorf("secret file %s: %w", cfg.SecretFile, err)
+	}
+
+	nc, embedded, err := connectNATS(cfg, hasher, log)
 	if err != nil {
 		return err
 	}
@@ -77,22 +89,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}()
 
 	// Group commit pays off only when the server flushes every write (see eventstore.Config).
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas})
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas, EventKey: hasher.EventKey()})
 	if err != nil {
 		return err
 	}
 
-	secret, created, err := secretfile.LoadOrCreate(cfg.SecretFile)
-	if err != nil {
-		return err
-	}
-	if created {
-		log.Info("created the server-side secret", "file", cfg.SecretFile)
-	}
-	hasher, err := domain.NewHasher(secret)
-	if err != nil {
-		return fmt.Errorf("secret file %s: %w", cfg.SecretFile, err)
-	}
 
 	rm, rmDesc, err := openReadModel(ctx, cfg)
 	if err != nil {
@@ -153,7 +154,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 // connectNATS connects to the configured servers, or starts the embedded one and connects
 // to it in-process.
-func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, error) {
+func connectNATS(cfg config, hasher *domain.Hasher, log *slog.Logger) (*nats.Conn, *server.Server, error) {
 	handlers := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
@@ -168,13 +169,19 @@ func connectNATS(cfg config, log *slog.Logger) (*nats.Conn, *server.Server, erro
 		}),
 	}
 	if cfg.NATSURL == "" {
+		// The embedded server admits only keyledger's users, whose passwords the secret
+		// derives: keysd itself, keysctl, and the read-only audit user (keysctl audit-url).
+		password := hasher.NATSPassword(eventstore.EmbeddedUser)
 		ns, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
 			Addr: cfg.EmbeddedNATSAddr, DataDir: cfg.DataDir, SyncAlways: cfg.SyncAlways,
+			Password: password, AuditPassword: hasher.NATSPassword(eventstore.AuditUser),
 		})
 		if err != nil {
 			return nil, nil, err
 		}
-		nc, err := eventstore.Connect(cfg.natsConfig(), append(handlers, nats.InProcessServer(ns))...)
+		conn := cfg.natsConfig()
+		conn.User, conn.Password = eventstore.EmbeddedUser, password
+		nc, err := eventstore.Connect(conn, append(handlers, nats.InProcessServer(ns))...)
 		if err != nil {
 			ns.Shutdown()
 			return nil, nil, fmt.Errorf("connect to the embedded NATS server: %w", err)
