@@ -91,12 +91,14 @@ stop() {
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # free_port sets picked to a loopback port nothing listens on, other than 4222 and those
-# picked before (not in a subshell, so that it remembers them).
+# picked before (not in a subshell, so that it remembers them). It picks below the kernel's
+# ephemeral range (32768 and up on Linux), so that no outgoing connection and no test's
+# port-0 listener can take the port between the pick and the server's bind.
 taken=" " picked=
 free_port() {
 	local i
 	for ((i = 0; i < 200; i++)); do
-		picked=$((20000 + RANDOM % 40000))
+		picked=$((20000 + RANDOM % 12000))
 		[[ $picked != 4222 && $taken != *" $picked "* ]] || continue
 		port_busy "$picked" && continue
 		taken+="$picked "
