@@ -47,8 +47,8 @@ type Deps struct {
 	Store *eventstore.Store
 	// Hasher checks secret server keys, secret API keys and admin tokens.
 	Hasher *domain.Hasher
-	// Logger receives one line per request and the causes of server failures. Default
-	// slog.Default().
+	// Logger receives one line per request (at debug level) and the causes of server
+	// failures. Default slog.Default().
 	Logger *slog.Logger
 	// Clock is the time that expiry and admin tokens are checked against. Default time.Now.
 	Clock func() time.Time
@@ -80,6 +80,9 @@ type Deps struct {
 	// answer, whatever the key, so that its timing does not tell a live key from another.
 	// Default 250 ms.
 	CredentialScanningMinDuration time.Duration
+	// ReadinessChecks are checked by GET /readyz after the built-in ones (event store,
+	// projector, read model); each needs a name of its own.
+	ReadinessChecks []ReadinessCheck
 }
 
 func (d *Deps) setDefaults() {
@@ -132,6 +135,13 @@ func (d Deps) Validate() error {
 	}
 	if d.CredentialScanningRate < 0 || d.CredentialScanningBurst < 0 || d.CredentialScanningMinDuration < 0 {
 		errs = append(errs, fmt.Errorf("api: CredentialScanningRate, CredentialScanningBurst and CredentialScanningMinDuration must not be negative"))
+	}
+	names := map[string]bool{"event_store": true, "projector": true, "read_model": true}
+	for _, c := range d.ReadinessChecks {
+		if c.Name == "" || c.Check == nil || names[c.Name] {
+			errs = append(errs, fmt.Errorf("api: readiness check %q needs a name of its own and a Check", c.Name))
+		}
+		names[c.Name] = true
 	}
 	if d.RateLimit < 0 || d.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("api: RateLimit and RateBurst must not be negative, got %g and %d", d.RateLimit, d.RateBurst))
@@ -312,33 +322,4 @@ func (s *server) allowedMethods(r *http.Request) string {
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz is 200 when the projector is ready and the event store answers within a second,
-// 503 otherwise.
-func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-	defer cancel()
-	details := map[string]any{
-		"projector_ready":    s.d.Projector.Ready(),
-		"projector_position": s.d.Projector.Position(),
-	}
-	last, err := s.d.Store.LastSeq(ctx)
-	if err == nil {
-		details["stream_last_seq"] = last
-	}
-	details["event_store_reachable"] = err == nil
-	if err == nil && details["projector_ready"] == true {
-		details["status"] = "ready"
-		writeJSON(w, http.StatusOK, details)
-		return
-	}
-	msg := "The projector is still catching up with the event stream."
-	if err != nil {
-		msg = "The event store is unreachable."
-	}
-	writeError(w, r, &apiError{
-		Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable,
-		Message: msg, Details: details, RetryAfter: retryAfterUnavailable, cause: err,
-	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -998,7 +1000,8 @@ func TestEventStoreUnavailable(t *testing.T) {
 			t.Fatalf("%s %s with the event store down: %s", req.method, req.path, r)
 		}
 	}
-	if r := call(t, e.url, http.MethodGet, "/readyz", nil, ""); r.status != 503 || r.code() != "SERVICE_UNAVAILABLE" {
+	if r := call(t, e.url, http.MethodGet, "/readyz", nil, ""); r.status != 503 || r.code() != "SERVICE_UNAVAILABLE" ||
+		!strings.Contains(failingChecks(r), "event_store") {
 		t.Fatalf("readyz with the event store down: %s", r)
 	}
 	if r := call(t, e.url, http.MethodGet, "/healthz", nil, ""); r.status != 200 {
@@ -1060,7 +1063,7 @@ func TestProjectorBehind(t *testing.T) {
 			t.Fatalf("%s %s with the projector stuck: %s", req.method, req.path, r)
 		}
 	}
-	if r := call(t, srv.URL, http.MethodGet, "/readyz", nil, ""); r.status != 503 || detail(r, "projector_ready") != false {
+	if r := call(t, srv.URL, http.MethodGet, "/readyz", nil, ""); r.status != 503 || failingChecks(r) != "projector" {
 		t.Fatalf("readyz with the projector stuck: %s", r)
 	}
 }
@@ -1275,5 +1278,74 @@ func TestCredentialScanningRateLimit(t *testing.T) {
 	}
 	if !limited {
 		t.Fatalf("100 reports from one address in a row were never rate limited")
+	}
+}
+
+// failingChecks is the comma-separated names of the readiness checks a /readyz answer says
+// fail.
+func failingChecks(r response) string {
+	names, _ := detail(r, "failing").([]any)
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i], _ = n.(string)
+	}
+	return strings.Join(out, ",")
+}
+
+// TestReadinessChecksAreNamed: /readyz runs every check, names the one that fails, and is
+// 200 again by itself once it passes; /healthz stays 200 throughout.
+func TestReadinessChecksAreNamed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	rm := projections.NewMemory()
+	proj := projections.NewProjector(e.store, rm, projections.ProjectorConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = proj.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	cmds, err := commands.New(e.store, nil, e.hasher, commands.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var guard atomic.Pointer[error]
+	broken := errors.New("the stream's configuration was changed")
+	guard.Store(&broken)
+	h, err := api.NewHandler(api.Deps{
+		Commands: cmds, ReadModel: rm, Projector: proj, Store: e.store, Hasher: e.hasher,
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
+		ReadinessChecks: []api.ReadinessCheck{{Name: "stream_guard", Check: func(context.Context) error {
+			if err := guard.Load(); err != nil {
+				return *err
+			}
+			return nil
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	var r response
+	for range 100 { // the projector catches up with the (empty) stream
+		if r = call(t, srv.URL, http.MethodGet, "/readyz", nil, ""); failingChecks(r) == "stream_guard" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r.status != 503 || r.code() != "SERVICE_UNAVAILABLE" || r.header.Get("Retry-After") == "" || failingChecks(r) != "stream_guard" ||
+		!strings.Contains(string(r.raw), "the stream's configuration was changed") {
+		t.Fatalf("readyz with one check failing: %s", r)
+	}
+	if r := call(t, srv.URL, http.MethodGet, "/healthz", nil, ""); r.status != 200 {
+		t.Fatalf("healthz with a readiness check failing: %s", r)
+	}
+	guard.Store(nil)
+	r = call(t, srv.URL, http.MethodGet, "/readyz", nil, "")
+	checks, _ := r.body["checks"].(map[string]any)
+	if r.status != 200 || len(checks) != 4 {
+		t.Fatalf("readyz once every check passes: %s", r)
+	}
+	if m := call(t, srv.URL, http.MethodGet, "/metrics", nil, ""); !strings.Contains(string(m.raw), `keyledger_readiness_check{check="stream_guard"} 1`) {
+		t.Fatalf("metrics lack the readiness check's outcome:\n%s", m.raw)
 	}
 }

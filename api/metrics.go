@@ -21,6 +21,18 @@ type metrics struct {
 	shed     prometheus.Counter
 	panics   prometheus.Counter
 	errors   *prometheus.CounterVec
+	ready    *prometheus.GaugeVec
+}
+
+// setReadiness records the outcome of each readiness check of the latest /readyz.
+func (m *metrics) setReadiness(results []checkResult) {
+	for _, r := range results {
+		v := 0.0
+		if r.Status == "ok" {
+			v = 1
+		}
+		m.ready.WithLabelValues(r.Name).Set(v)
+	}
 }
 
 func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.Store) (*metrics, error) {
@@ -50,14 +62,19 @@ func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.St
 			Name: "keyledger_http_errors_total",
 			Help: "Error responses, by error code.",
 		}, []string{"code"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyledger_readiness_check",
+			Help: "1 when the readiness check passed at the latest GET /readyz, 0 when it failed, by check name.",
+		}, []string{"check"}),
 	}
 	position := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keyledger_projector_position",
 		Help: "Stream sequence of the last event the read model applied.",
 	}, func() float64 { return float64(projector.Position()) })
 	var errs []error
-	collectorsToRegister := append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, position},
+	collectorsToRegister := append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, m.ready, position},
 		projectorCollectors(projector)...)
+	collectorsToRegister = append(collectorsToRegister, storeCollectors(store)...)
 	for _, c := range append(collectorsToRegister, groupCommitCollectors(store)...) {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
@@ -78,6 +95,36 @@ func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.St
 		return nil, err
 	}
 	return m, nil
+}
+
+// storeCollectors exposes the event store's connection and the stream's leader elections.
+func storeCollectors(store *eventstore.Store) []prometheus.Collector {
+	if store == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_stream_leader_changes_total",
+			Help: "Leader elections of the event stream seen since start (JetStream advisories).",
+		}, func() float64 { return float64(store.LeaderChanges()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_nats_reconnects_total",
+			Help: "Times the NATS connection was lost and made again (each follows a disconnect).",
+		}, func() float64 { return float64(store.Conn().Stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_nats_disconnects_total",
+			Help: "Times the NATS connection was lost.",
+		}, func() float64 { return float64(store.Disconnects()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_nats_connected",
+			Help: "1 while keysd is connected to a NATS server.",
+		}, func() float64 {
+			if store.Conn().IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+	}
 }
 
 // groupCommitCollectors exposes the event store's group commits (keysd --sync-always).
@@ -126,6 +173,10 @@ func projectorCollectors(projector Waiter) []prometheus.Collector {
 			}),
 		gauge("keyledger_projector_lag_events", "Events in the stream the read model has not applied yet.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Lag) }),
+		gauge("keyledger_projector_lag_seconds", "How long ago the oldest event the read model has not applied was stored (0 when caught up).",
+			func(s projections.ProjectorStats) float64 { return s.LagTime.Seconds() }),
+		counter("keyledger_projector_consumer_resets_total", "Times the projector recreated its consumer from the checkpoint after losing it or stalling behind the stream.",
+			func(s projections.ProjectorStats) float64 { return float64(s.ConsumerResets) }),
 		counter("keyledger_projector_events_applied_total", "Events applied to the read model.",
 			func(s projections.ProjectorStats) float64 { return float64(s.EventsApplied) }),
 		counter("keyledger_projector_batches_total", "Batches applied to the read model.",

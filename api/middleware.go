@@ -125,7 +125,11 @@ func (s *server) finish(r *http.Request, sw *statusWriter, info *requestInfo, d 
 	if info.projectID != "" {
 		attrs = append(attrs, slog.String("project_id", info.projectID))
 	}
-	level := slog.LevelInfo
+	// One line per request at debug: at info a busy instance wrote tens of megabytes an hour.
+	// A server failure (500) is an error; a 503 (an outage, a lost race) is counted in the
+	// metrics, and the outage itself is logged once by whoever noticed it (the NATS
+	// connection, the projector), not once per request.
+	level := slog.LevelDebug
 	if e := info.err; e != nil {
 		s.metrics.errors.WithLabelValues(e.Code).Inc()
 		attrs = append(attrs, slog.String("code", e.Code))
@@ -136,7 +140,6 @@ func (s *server) finish(r *http.Request, sw *statusWriter, info *requestInfo, d 
 		case status >= 500 && isClientGone(r, e.cause):
 			attrs = append(attrs, slog.Bool("client_gone", true))
 		case status == http.StatusServiceUnavailable:
-			level = slog.LevelWarn
 		case status >= 500:
 			level = slog.LevelError
 		}

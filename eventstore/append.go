@@ -61,8 +61,10 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	lastID := events[len(events)-1].ID
 	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
 		return seq, nil
-	} else if lerr != nil && !conflict {
-		return 0, fmt.Errorf("append to key %s: %w: %w", first.KeyID, ErrUnavailable, err)
+	} else if lerr != nil {
+		// A refusal we cannot check (the leader gone mid-way) is an outage, not a race:
+		// reloading the key would fail the same way.
+		return 0, fmt.Errorf("append to key %s: %w: %w", first.KeyID, ErrUnavailable, errors.Join(err, lerr))
 	}
 	if conflict {
 		return 0, ErrConflict
@@ -73,11 +75,10 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 // publish sends one message, or several as one atomic batch, with the per-subject
 // expectation on the first.
 func (s *Store) publish(ctx context.Context, msgs []*nats.Msg, expected uint64, filter string) (uint64, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
-		defer cancel()
-	}
+	// Never longer than the store's timeout, even under a caller's longer deadline: without a
+	// stream leader nothing answers, and the client should get its 503 promptly.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
 	if len(msgs) == 1 {
 		ack, err := s.js.PublishMsg(ctx, msgs[0],
 			jetstream.WithExpectStream(s.cfg.Stream),
@@ -160,5 +161,5 @@ func isUncertain(err error) bool {
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrDisconnected) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, nats.ErrReconnectBufExceeded)
+		errors.Is(err, nats.ErrReconnectBufExceeded) || isNoQuorum(err)
 }

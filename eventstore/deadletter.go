@@ -133,6 +133,13 @@ func (s *Store) SetAside(ctx context.Context, d DeadLetter) (already bool, err e
 	// write idempotent for good, beyond the de-duplication window of the message id.
 	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.DeadLetterStream()),
 		jetstream.WithExpectLastSequencePerSubject(0))
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		// No dead-letter stream answered: it could not be created at start, or it was lost.
+		if s.ensureDeadLetterStream(ctx) == nil {
+			ack, err = s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.DeadLetterStream()),
+				jetstream.WithExpectLastSequencePerSubject(0))
+		}
+	}
 	switch {
 	case isWrongLastSequence(err):
 		return true, nil

@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,12 +25,17 @@ type Store struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	cfg  Config
+	log  *slog.Logger
 	subj subjects
 	gc   *groupCommit // nil unless Config.GroupCommit
 	mac  *eventMAC    // nil unless Config.EventKey
 	// authFrom is the stream sequence of the cut-over marker: from it on, every message
 	// must carry a valid MAC (see mac.go).
 	authFrom uint64
+
+	replicas      int // the event stream's, when opened
+	leaderChanges atomic.Uint64
+	disconnects   atomic.Uint64
 }
 
 // Open checks that the server behind nc can serve as the event store, creates the stream or
@@ -46,7 +53,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{nc: nc, js: js, cfg: cfg, subj: subjects{prefix: cfg.SubjectPrefix}, mac: newEventMAC(cfg.EventKey)}
+	s := &Store{nc: nc, js: js, cfg: cfg, log: cfg.Logger, subj: subjects{prefix: cfg.SubjectPrefix}, mac: newEventMAC(cfg.EventKey)}
 	if cfg.GroupCommit {
 		s.gc = &groupCommit{s: s}
 	}
@@ -54,15 +61,23 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	defer cancel()
 	if _, err := js.AccountInfo(ctx); err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			return nil, fmt.Errorf("%w: JetStream is not enabled on %s (start nats-server with -js)", ErrServerUnsupported, RedactURLs(nc.ConnectedUrl()))
+			return nil, fmt.Errorf("%w: JetStream is not enabled on %s (start nats-server with -js): %w", ErrServerUnsupported, RedactURLs(nc.ConnectedUrl()), err)
 		}
 		return nil, fmt.Errorf("%w: JetStream account info: %w", ErrUnavailable, err)
 	}
 	if err := s.ensureStream(ctx); err != nil {
 		return nil, err
 	}
+	// The dead-letter stream only receives the rare poison message: one that cannot be
+	// reached now (an R1 stream on a node that is down) must not keep the store from serving.
+	// SetAside tries to create it again when it is needed.
 	if err := s.ensureDeadLetterStream(ctx); err != nil {
-		return nil, err
+		s.log.Warn("event store: the dead-letter stream is unavailable; poison messages will be skipped and logged until it is back",
+			"stream", s.DeadLetterStream(), "error", err)
+	}
+	s.countDisconnects()
+	if _, err := s.watchLeader(); err != nil {
+		return nil, fmt.Errorf("%w: watch the stream's leader elections: %w", ErrUnavailable, err)
 	}
 	if err := s.ensureMarker(ctx); err != nil {
 		return nil, err
@@ -77,15 +92,22 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 func (s *Store) ensureStream(ctx context.Context) error {
 	str, err := s.js.Stream(ctx, s.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := s.js.CreateStream(ctx, s.streamConfig()); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("create stream %s: %w", s.cfg.Stream, err)
+		created, err := s.js.CreateStream(ctx, s.streamConfig())
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another keysd created it at the same moment: adopt it as it is.
+			created, err = s.js.Stream(ctx, s.cfg.Stream)
 		}
+		if err != nil {
+			return fmt.Errorf("%w: create stream %s: %w", unavailableIf(err), s.cfg.Stream, err)
+		}
+		s.replicas = max(1, created.CachedInfo().Config.Replicas)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, s.cfg.Stream, err)
 	}
 	cur := str.CachedInfo().Config
+	s.replicas = max(1, cur.Replicas)
 	if cur.MaxAge != 0 || cur.MaxMsgs > 0 || cur.MaxBytes > 0 || cur.MaxMsgsPerSubject > 0 ||
 		cur.Retention != jetstream.LimitsPolicy || cur.AllowMsgTTL || cur.AllowRollup {
 		return fmt.Errorf("stream %s exists with limits, TTLs, rollups or a retention policy that can drop events; keyledger needs an append-only stream", s.cfg.Stream)
@@ -96,9 +118,21 @@ func (s *Store) ensureStream(ctx context.Context) error {
 	cur.DenyDelete, cur.DenyPurge, cur.AllowDirect, cur.AllowAtomicPublish = true, true, true, true
 	cur.Discard = jetstream.DiscardNew
 	if _, err := s.js.UpdateStream(ctx, cur); err != nil {
-		return fmt.Errorf("update stream %s: %w", s.cfg.Stream, err)
+		return fmt.Errorf("%w: update stream %s: %w", unavailableIf(err), s.cfg.Stream, err)
 	}
 	return nil
+}
+
+// errSetup marks a failure to set the stream up that waiting will not cure.
+var errSetup = errors.New("event store setup failed")
+
+// unavailableIf is ErrUnavailable for an error that may pass (no quorum, no answer), so that
+// a caller waiting for the cluster at start knows to retry, and errSetup otherwise.
+func unavailableIf(err error) error {
+	if isNoQuorum(err) || isUncertain(err) {
+		return ErrUnavailable
+	}
+	return errSetup
 }
 
 func checkServer(nc *nats.Conn) error {

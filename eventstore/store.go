@@ -2,11 +2,12 @@ package eventstore
 
 import (
 	"errors"
-
 	"fmt"
-	"github.com/nats-io/nats.go"
+	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/domain"
 )
@@ -39,8 +40,13 @@ type Config struct {
 	// appends/s over JetStream's default 2 minutes), and keysd's throughput fell by a third
 	// over three benchmark runs with it (docs/performance.md).
 	Duplicates time.Duration
-	// Timeout bounds each request to the server. Default 5 seconds.
+	// Timeout bounds each request to the server, an append included whatever the caller's
+	// deadline: with no stream leader (a failover, no quorum) nothing answers, and the client
+	// should get its 503 promptly rather than at its own deadline. Default 3 seconds.
 	Timeout time.Duration
+	// Logger receives the store's failover events (leader elections, an unreachable
+	// dead-letter stream). Default: discarded.
+	Logger *slog.Logger
 	// GroupCommit sends the appends of concurrent commands on different keys as one atomic
 	// batch, so that a server syncing every write flushes once for all of them. Turn it on
 	// when the server runs with sync_interval: always (keysd --sync-always); on a server that
@@ -67,7 +73,10 @@ func (c *Config) setDefaults() {
 		c.Duplicates = time.Second
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
+		c.Timeout = 3 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 

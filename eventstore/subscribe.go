@@ -59,7 +59,11 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, opts ...SubscribeOpt
 	if err != nil {
 		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	// Short pulls with frequent heartbeats: a consumer whose node died, or that the server
+	// dropped, is noticed by its missing heartbeats within about two seconds and recreated
+	// by nats.go, instead of at JetStream's default 30-second pull expiry.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024),
+		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
 	}

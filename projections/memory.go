@@ -96,6 +96,9 @@ func NewMemory() *Memory {
 
 var _ ReadModel = (*Memory)(nil)
 
+// Ping implements ReadModel: an in-process read model is always there.
+func (m *Memory) Ping(context.Context) error { return nil }
+
 // Apply implements ReadModel.
 func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (uint64, error) {
 	m.mu.Lock()

@@ -73,3 +73,11 @@ func (p *Postgres) Schema() string { return p.schema }
 
 // Close implements ReadModel.
 func (p *Postgres) Close() { p.pool.Close() }
+
+// Ping implements ReadModel: one round trip to PostgreSQL.
+func (p *Postgres) Ping(ctx context.Context) error {
+	if err := p.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("PostgreSQL read model: %w", err)
+	}
+	return nil
+}

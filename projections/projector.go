@@ -37,6 +37,11 @@ type ProjectorConfig struct {
 	// Name is the consumer name the projector sets poison messages aside under on the
 	// dead-letter stream (eventstore.Store.SetAside). Default "projector".
 	Name string
+	// StallTimeout is how long the projector may receive nothing while the stream's last
+	// sequence is ahead of its checkpoint before it drops its consumer and reads again from
+	// the checkpoint: the consumer was lost (its NATS node died, it was deleted) without an
+	// error reaching the projector. Default 3s.
+	StallTimeout time.Duration
 }
 
 func (c *ProjectorConfig) setDefaults() {
@@ -64,6 +69,9 @@ func (c *ProjectorConfig) setDefaults() {
 	if c.Name == "" {
 		c.Name = "projector"
 	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 3 * time.Second
+	}
 }
 
 // Projector keeps a read model up to date with the event stream: it reads from the read
@@ -85,6 +93,11 @@ type Projector struct {
 	applied, batches, poison, failures atomic.Uint64
 	deadLettered, deadLetterFailures   atomic.Uint64
 	lastBatch, lag                     atomic.Uint64
+	resets                             atomic.Uint64
+
+	streamLast atomic.Uint64 // the stream's last sequence as last learned
+	healthyAt  atomic.Int64  // unix ns when the projector last advanced or was caught up
+	readStored atomic.Int64  // unix ns when the last event applied was stored
 }
 
 // ProjectorStats are a projector's counters since it was created, for metrics.
@@ -111,14 +124,23 @@ type ProjectorStats struct {
 	DeadLetterFailures uint64
 	// Failures counts failed reads and applies (each followed by a retry).
 	Failures uint64
-	// Lag is how many messages followed the last one read, in the stream, when it was read.
+	// Lag is how many events of the stream the read model has not applied, as last learned
+	// (from the messages read, and from the stream when the projector is idle).
 	Lag uint64
+	// LagTime is how long ago the last event applied was stored while more are behind it:
+	// at least the age of the oldest event not applied yet. 0 when caught up.
+	LagTime time.Duration
+	// ConsumerResets counts the times the projector dropped its consumer and read again from
+	// the checkpoint because the consumer failed or stalled behind the stream.
+	ConsumerResets uint64
 }
 
 // NewProjector returns a projector of the store's events into rm; Run starts it.
 func NewProjector(store *eventstore.Store, rm ReadModel, cfg ProjectorConfig) *Projector {
 	cfg.setDefaults()
-	return &Projector{store: store, rm: rm, cfg: cfg, log: cfg.Logger, advanced: make(chan struct{})}
+	p := &Projector{store: store, rm: rm, cfg: cfg, log: cfg.Logger, advanced: make(chan struct{})}
+	p.healthyAt.Store(time.Now().UnixNano())
+	return p
 }
 
 // Position is the read model's checkpoint as the projector last saw it: every event up to
@@ -129,8 +151,43 @@ func (p *Projector) Position() uint64 { return p.position.Load() }
 // started, so that the read model is recent enough to serve.
 func (p *Projector) Ready() bool { return p.ready.Load() }
 
+// Stalled returns how long the projector has neither advanced nor been caught up, if the
+// stream's last sequence streamLast is ahead of it; 0 when it is not behind.
+func (p *Projector) Stalled(streamLast uint64) time.Duration {
+	p.learnStreamLast(streamLast)
+	if streamLast <= p.position.Load() {
+		p.markHealthy()
+		return 0
+	}
+	return time.Since(time.Unix(0, p.healthyAt.Load()))
+}
+
+func (p *Projector) markHealthy() { p.healthyAt.Store(time.Now().UnixNano()) }
+
+// learnStreamLast records a stream last sequence if it is the highest seen.
+func (p *Projector) learnStreamLast(seq uint64) {
+	for {
+		cur := p.streamLast.Load()
+		if seq <= cur || p.streamLast.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// behind is how many events the read model lacks, as last learned.
+func (p *Projector) behind() uint64 {
+	pos, last := p.position.Load(), p.streamLast.Load()
+	return max(p.lag.Load(), last-min(last, pos))
+}
+
 // Stats returns the projector's counters.
 func (p *Projector) Stats() ProjectorStats {
+	var lagTime time.Duration
+	if p.behind() > 0 {
+		if t := p.readStored.Load(); t > 0 {
+			lagTime = max(0, time.Since(time.Unix(0, t)))
+		}
+	}
 	return ProjectorStats{
 		Position:           p.position.Load(),
 		Ready:              p.ready.Load(),
@@ -141,7 +198,9 @@ func (p *Projector) Stats() ProjectorStats {
 		DeadLettered:       p.deadLettered.Load(),
 		DeadLetterFailures: p.deadLetterFailures.Load(),
 		Failures:           p.failures.Load(),
-		Lag:                p.lag.Load(),
+		Lag:                p.behind(),
+		LagTime:            lagTime,
+		ConsumerResets:     p.resets.Load(),
 	}
 }
 
@@ -169,6 +228,7 @@ func (p *Projector) setPosition(pos uint64) {
 	if p.position.Load() == pos {
 		return
 	}
+	p.markHealthy()
 	p.mu.Lock()
 	p.position.Store(pos)
 	close(p.advanced)
@@ -191,6 +251,16 @@ func (p *Projector) Run(ctx context.Context) error {
 		from = next
 		if err == nil || ctx.Err() != nil {
 			continue
+		}
+		var lost *consumerLost
+		if errors.As(err, &lost) {
+			// The consumer failed or stalled: read again from the checkpoint at once, with a
+			// new consumer (on a node that is up); back off only if that keeps failing.
+			p.resets.Add(1)
+			p.log.Warn("projector: recreating its consumer from the checkpoint", "reason", lost.err, "checkpoint", p.position.Load())
+			if progressed || lost.stalled {
+				continue
+			}
 		}
 		var gap *GapError
 		if errors.As(err, &gap) {
@@ -246,19 +316,26 @@ func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, n
 	if err != nil {
 		return false, 0, err
 	}
-	defer sub.Stop()
 	events := startPump(ctx, sub, p.cfg.MaxBatch, p.cfg.IdleWait)
-	defer events.stop()
+	defer events.stopWith(sub)
 	batch := make([]eventstore.RecordedEvent, 0, p.cfg.MaxBatch)
+	received := time.Now()
 	for ctx.Err() == nil {
 		batch, err = events.collect(ctx, batch[:0], p.cfg.MaxBatch, p.cfg.IdleWait, p.cfg.BatchWait,
-			func(r eventstore.RecordedEvent) { p.lag.Store(r.Pending) })
+			func(r eventstore.RecordedEvent) {
+				p.lag.Store(r.Pending)
+				p.learnStreamLast(r.Seq + r.Pending)
+			})
 		if err != nil {
-			return progressed, 0, err
+			return progressed, 0, &consumerLost{err: err}
 		}
 		if len(batch) == 0 {
+			if stalled := p.checkStalled(ctx, received); stalled != nil {
+				return progressed, 0, stalled
+			}
 			continue
 		}
+		received = time.Now()
 		_, err = p.apply(ctx, batch)
 		var gap *GapError
 		if errors.As(err, &gap) {
@@ -269,12 +346,51 @@ func (p *Projector) follow(ctx context.Context, from uint64) (progressed bool, n
 			return progressed, 0, err
 		}
 		progressed = true
-		if last := batch[len(batch)-1]; last.Pending == 0 {
+		last := batch[len(batch)-1]
+		p.readStored.Store(last.Time.UnixNano())
+		if last.Pending == 0 {
 			p.ready.Store(true)
+			p.markHealthy()
 		}
 		p.markReadyIfCaughtUp()
 	}
 	return progressed, 0, nil
+}
+
+// consumerLost is a subscription that failed (its consumer deleted, heartbeats missed, the
+// connection gone) or stalled: nothing arrived while the stream moved on.
+type consumerLost struct {
+	err     error
+	stalled bool // no error: nothing arrived for StallTimeout
+}
+
+func (e *consumerLost) Error() string { return "consumer lost: " + e.err.Error() }
+func (e *consumerLost) Unwrap() error { return e.err }
+
+// checkStalled asks the stream for its last sequence when nothing has arrived for a while:
+// behind it with nothing received for StallTimeout means the consumer is lost, though no
+// error said so. An unreachable stream is not a stall (readiness reports it; the
+// subscription's own heartbeats notice a dead connection).
+func (p *Projector) checkStalled(ctx context.Context, received time.Time) error {
+	if time.Since(received) < p.cfg.IdleWait {
+		return nil
+	}
+	last, err := p.store.LastSeq(ctx)
+	if err != nil {
+		return nil
+	}
+	p.learnStreamLast(last)
+	pos := p.position.Load()
+	if last <= pos {
+		p.lag.Store(0)
+		p.markHealthy()
+		return nil
+	}
+	if silent := time.Since(received); silent >= p.cfg.StallTimeout {
+		return &consumerLost{err: fmt.Errorf("nothing received for %s while the stream is at %d and the read model at %d",
+			silent.Round(time.Millisecond), last, pos), stalled: true}
+	}
+	return nil
 }
 
 // markReadyIfCaughtUp sets ready once the position has reached the stream's last sequence

@@ -142,12 +142,18 @@ func TestProjectorSurvivesAFailingDeadLetterStream(t *testing.T) {
 	p := w.createProject("acme")
 	k, _ := w.createKey(p, "u", "before")
 
-	// The dead-letter stream is gone (an operator deleted it): setting aside fails.
+	// The dead-letter stream is gone (an operator deleted it) and cannot be made again (another
+	// stream took its subjects): setting aside fails.
 	js, err := jetstream.New(env.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := js.DeleteStream(context.Background(), env.store.DeadLetterStream()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "SQUATTER", Subjects: []string{env.store.DeadLetterSubjects()}, Storage: jetstream.MemoryStorage,
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.nc.Publish("keyledger.key."+p+"."+newUUID()+".KeyCreated", []byte("{}")); err != nil {

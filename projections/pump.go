@@ -54,10 +54,19 @@ func startPump(ctx context.Context, sub *eventstore.Subscription, buffer int, id
 	return p
 }
 
-// stop ends the pump's goroutine; call it before stopping the subscription.
-func (p *pump) stop() {
+// stopWith ends the pump's goroutine and the subscription it reads. The subscription is
+// stopped first so that a read blocked inside it (a consumer being recreated against a
+// cluster without a leader) returns; the goroutine is waited for a bounded time only, so
+// that a read that ignores both can never wedge the projector (it ends by itself later).
+func (p *pump) stopWith(sub *eventstore.Subscription) {
 	p.cancel()
-	<-p.done
+	sub.Stop()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+	}
 }
 
 // collect reads one batch: it waits up to idle for a first event, then takes every event

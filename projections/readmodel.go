@@ -45,6 +45,9 @@ type ReadModel interface {
 	Project(ctx context.Context, projectID string) (domain.ProjectSnapshot, error)
 	// EachKey calls fn for every key of every project (order unspecified), for verification.
 	EachKey(ctx context.Context, fn func(KeyView) error) error
+	// Ping reports whether the read model's storage answers now (readiness); the in-process
+	// read model always does.
+	Ping(ctx context.Context) error
 	// Close releases the read model's resources.
 	Close()
 }

@@ -89,11 +89,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}()
 
 	// Group commit pays off only when the server flushes every write (see eventstore.Config).
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas, EventKey: hasher.EventKey()})
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas, EventKey: hasher.EventKey(), Logger: log})
 	if err != nil {
 		return err
 	}
-
+	reportReplicas(store, log)
 
 	rm, rmDesc, err := openReadModel(ctx, cfg)
 	if err != nil {
@@ -131,7 +131,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
-	printBanner(stdout, cfg, ln.Addr().String(), embedded != nil, rmDesc)
+	printBanner(stdout, cfg, store, ln.Addr().String(), embedded != nil, rmDesc)
 	srv := api.NewServer(cfg.HTTPAddr, svc.Handler)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -152,6 +152,24 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// How fast keysd notices a NATS server that no longer answers: a ping every second, and the
+// connection is given up when two go unanswered.
+const (
+	natsPingInterval        = time.Second
+	natsMaxPingsOutstanding = 2
+)
+
+// reportReplicas logs the event stream's replica count, with a warning for a single replica
+// on a cluster: every node but one can then fail without a write being lost, except that one.
+func reportReplicas(store *eventstore.Store, log *slog.Logger) {
+	if store.Clustered() && store.Replicas() == 1 {
+		log.Warn("the event stream has one replica on a NATS cluster: the node holding it is a single point of failure; raise it to 3 (docs/reliability.md)",
+			"stream", store.StreamName(), "replicas", 1)
+		return
+	}
+	log.Info("event stream", "stream", store.StreamName(), "replicas", store.Replicas(), "clustered", store.Clustered())
+}
+
 // connectNATS connects to the configured servers, or starts the embedded one and connects
 // to it in-process.
 func connectNATS(cfg config, hasher *domain.Hasher, log *slog.Logger) (*nats.Conn, *server.Server, error) {
@@ -161,6 +179,11 @@ func connectNATS(cfg config, hasher *domain.Hasher, log *slog.Logger) (*nats.Con
 		// No buffering while reconnecting: an append then fails at once (503, safe to retry)
 		// instead of waiting out its timeout and perhaps landing after the client gave up.
 		nats.ReconnectBufSize(-1),
+		// A server that stops answering (frozen, partitioned) is given up within about three
+		// seconds and another one of the cluster is used, instead of after nats.go's default
+		// two minutes and more (docs/reliability.md).
+		nats.PingInterval(natsPingInterval),
+		nats.MaxPingsOutstanding(natsMaxPingsOutstanding),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("NATS disconnected", "err", err)
 		}),
@@ -229,13 +252,18 @@ func startLastUse(ctx context.Context, store *eventstore.Store, cfg config, log 
 	return lu, func() { cancel(); <-done }, nil
 }
 
-func printBanner(w io.Writer, cfg config, httpAddr string, embedded bool, rmDesc string) {
+func printBanner(w io.Writer, cfg config, store *eventstore.Store, httpAddr string, embedded bool, rmDesc string) {
 	fmt.Fprintf(w, "keysd: HTTP API on http://%s/api/v1 (health: /healthz /readyz, metrics: /metrics)\n", httpAddr)
 	if embedded {
 		fmt.Fprintf(w, "keysd: embedded NATS (JetStream) on nats://%s, storage in %s\n", cfg.EmbeddedNATSAddr, cfg.DataDir)
 	} else {
 		fmt.Fprintf(w, "keysd: NATS at %s\n", eventstore.RedactURLs(cfg.NATSURL))
 	}
+	where := ""
+	if store.Clustered() {
+		where = " on a NATS cluster"
+	}
+	fmt.Fprintf(w, "keysd: event stream %s: %d replica(s)%s\n", store.StreamName(), store.Replicas(), where)
 	fmt.Fprintf(w, "keysd: read model: %s\n", rmDesc)
 	fmt.Fprintf(w, "keysd: server-side secret: %s\n", cfg.SecretFile)
 	ctl := "go run ./cmd/keysctl"
