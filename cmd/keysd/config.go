@@ -33,6 +33,7 @@ type config struct {
 	SyncAlways       bool
 	ReadBarrier      string
 	ShutdownTimeout  time.Duration
+	StartupTimeout   time.Duration
 	RateLimit        float64
 	RateBurst        int
 	LogLevel         string
@@ -55,6 +56,7 @@ func defaultConfig() config {
 		StreamReplicas:   1,
 		ReadBarrier:      "auto",
 		ShutdownTimeout:  20 * time.Second,
+		StartupTimeout:   60 * time.Second,
 		RateLimit:        1000,
 		LogLevel:         "info",
 		KeyCache:         "auto",
@@ -93,6 +95,7 @@ func (c *config) flagSet() *flag.FlagSet {
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "API `requests per second` allowed to each project; more get 429 RATE_LIMITED; 0: no limit")
 	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "`requests` a project may send at once above --rate-limit; 0: twice --rate-limit")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight requests (a `duration` such as 20s)")
+	fs.DurationVar(&c.StartupTimeout, "startup-timeout", c.StartupTimeout, "how long keysd waits at start for NATS, JetStream and PostgreSQL to answer, retrying with backoff, before it exits (a `duration`)")
 	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: `auto` (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key cache holds")
 	fs.DurationVar(&c.LastUseInterval, "last-use-interval", c.LastUseInterval, "how often each key's last successful check is written to the KEYLEDGER_LAST_USED bucket (a `duration`, at most 30s, so that last_used_at is under 60s behind); 0: no recording and last_used_at stays null (for benchmarks only)")
@@ -240,6 +243,9 @@ func (c config) Validate() error {
 	}
 	if c.RateBurst < 0 {
 		bad("rate-burst", c.RateBurst, "must not be negative")
+	}
+	if c.StartupTimeout <= 0 {
+		bad("startup-timeout", c.StartupTimeout, "must be positive")
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", c.ShutdownTimeout, "must be positive")

@@ -46,7 +46,8 @@ func TestSyncAlwaysConfiguresTheEmbeddedServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			nc, ns, err := connectNATS(cfg, hasher, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			nc, ns, err := connectNATS(t.Context(), newStartup(time.Minute, log), cfg, hasher, log)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	flag "github.com/spf13/pflag"
 
@@ -76,7 +77,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("secret file %s: %w", cfg.SecretFile, err)
 	}
 
-	nc, embedded, err := connectNATS(cfg, hasher, log)
+	start := newStartup(cfg.StartupTimeout, log)
+	nc, embedded, err := connectNATS(ctx, start, cfg, hasher, log)
 	if err != nil {
 		return err
 	}
@@ -89,13 +91,18 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}()
 
 	// Group commit pays off only when the server flushes every write (see eventstore.Config).
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas, EventKey: hasher.EventKey(), Logger: log})
+	// JetStream answers "not enabled" for a moment while a cluster elects its meta leader.
+	store, err := wait(ctx, start, "JetStream", func(err error) bool {
+		return eventstore.IsUnavailable(err) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+	}, func(ctx context.Context) (*eventstore.Store, error) {
+		return eventstore.Open(ctx, nc, eventstore.Config{GroupCommit: cfg.SyncAlways, Replicas: cfg.StreamReplicas, EventKey: hasher.EventKey(), Logger: log})
+	})
 	if err != nil {
 		return err
 	}
 	reportReplicas(store, log)
 
-	rm, rmDesc, err := openReadModel(ctx, cfg)
+	rm, rmDesc, err := openReadModel(ctx, start, cfg)
 	if err != nil {
 		return err
 	}
@@ -172,7 +179,7 @@ func reportReplicas(store *eventstore.Store, log *slog.Logger) {
 
 // connectNATS connects to the configured servers, or starts the embedded one and connects
 // to it in-process.
-func connectNATS(cfg config, hasher *domain.Hasher, log *slog.Logger) (*nats.Conn, *server.Server, error) {
+func connectNATS(ctx context.Context, start startup, cfg config, hasher *domain.Hasher, log *slog.Logger) (*nats.Conn, *server.Server, error) {
 	handlers := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
@@ -211,18 +218,22 @@ func connectNATS(cfg config, hasher *domain.Hasher, log *slog.Logger) (*nats.Con
 		}
 		return nc, ns, nil
 	}
-	nc, err := eventstore.Connect(cfg.natsConfig(), handlers...)
+	nc, err := wait(ctx, start, "NATS", isNATSUnreachable, func(context.Context) (*nats.Conn, error) {
+		return eventstore.Connect(cfg.natsConfig(), handlers...)
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach NATS: %w", err)
 	}
 	return nc, nil, nil
 }
 
-func openReadModel(ctx context.Context, cfg config) (projections.ReadModel, string, error) {
+func openReadModel(ctx context.Context, start startup, cfg config) (projections.ReadModel, string, error) {
 	if cfg.DatabaseURL == "" {
 		return projections.NewMemory(), "in-process (rebuilt from the stream at start)", nil
 	}
-	pg, err := projections.OpenPostgres(ctx, cfg.DatabaseURL, projections.PostgresConfig{})
+	pg, err := wait(ctx, start, "PostgreSQL", projections.IsUnavailable, func(ctx context.Context) (*projections.Postgres, error) {
+		return projections.OpenPostgres(ctx, cfg.DatabaseURL, projections.PostgresConfig{})
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("PostgreSQL read model: %w", err)
 	}
@@ -250,6 +261,14 @@ func startLastUse(ctx context.Context, store *eventstore.Store, cfg config, log 
 		lu.Run(runCtx)
 	}()
 	return lu, func() { cancel(); <-done }, nil
+}
+
+// isNATSUnreachable: a connection refused or timed out may work later; a refusal of our
+// credentials will not.
+func isNATSUnreachable(err error) bool {
+	return !errors.Is(err, nats.ErrAuthorization) && !errors.Is(err, nats.ErrAuthExpired) &&
+		!errors.Is(err, nats.ErrAuthRevoked) && !errors.Is(err, nats.ErrAccountAuthExpired) &&
+		!errors.Is(err, nats.ErrNkeysNotSupported) && !strings.Contains(err.Error(), "tls:")
 }
 
 func printBanner(w io.Writer, cfg config, store *eventstore.Store, httpAddr string, embedded bool, rmDesc string) {

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disa
 type NATSServer struct {
 	URL     string
 	Dir     string
+	Name    string // the server name, in a cluster
 	Server  *server.Server // nil when it runs as a separate process
 	cmd     *exec.Cmd
 	restart func() error
@@ -87,6 +89,7 @@ func (s *NATSServer) Stop() {
 		s.Server.WaitForShutdown()
 	}
 	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen process dies of SIGKILL too, but let it
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
 		s.cmd = nil
@@ -193,6 +196,94 @@ func ExternalNATS(t testing.TB) *NATSServer {
 	t.Cleanup(s.Stop)
 	return s
 }
+
+// NATSCluster is a NATS cluster of nats-server processes (built from the pinned module) on
+// loopback, with JetStream and routes between every node, as an operator would run one.
+type NATSCluster struct {
+	// Nodes are the servers, named n1, n2, ... (their JetStream server names).
+	Nodes []*NATSServer
+	// Name is the cluster's name.
+	Name string
+}
+
+// ExternalNATSCluster starts a cluster of n nats-server processes on free loopback ports,
+// each with its own storage, stopped when the test ends. It returns once every node accepts
+// clients; JetStream may still be electing its meta leader.
+func ExternalNATSCluster(t testing.TB, n int) *NATSCluster {
+	t.Helper()
+	bin := Binary(t, "github.com/nats-io/nats-server/v2")
+	c := &NATSCluster{Name: "keyledger-test"}
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		clientPorts[i], routePorts[i] = FreePort(t), FreePort(t)
+	}
+	routes := make([]string, n)
+	for i, p := range routePorts {
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
+	}
+	for i := range n {
+		dir := t.TempDir()
+		name := fmt.Sprintf("n%d", i+1)
+		s := &NATSServer{URL: fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]), Dir: dir, Name: name}
+		args := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(clientPorts[i]), "-n", name, "-js", "-sd", dir,
+			"--cluster_name", c.Name, "--cluster", routes[i], "--routes", strings.Join(routes, ",")}
+		s.restart = func() error {
+			cmd := exec.Command(bin, args...)
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			s.cmd = cmd
+			return waitTCP(fmt.Sprintf("127.0.0.1:%d", clientPorts[i]), 15*time.Second)
+		}
+		c.Nodes = append(c.Nodes, s)
+	}
+	for _, s := range c.Nodes {
+		if err := s.restart(); err != nil {
+			t.Fatalf("start nats-server %s: %v", s.Name, err)
+		}
+		t.Cleanup(s.Stop)
+	}
+	return c
+}
+
+// URLs is every node's client URL, comma-separated, as keysd's --nats-url takes them.
+func (c *NATSCluster) URLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, s := range c.Nodes {
+		urls[i] = s.URL
+	}
+	return strings.Join(urls, ",")
+}
+
+// Node returns the node of that server name, or nil.
+func (c *NATSCluster) Node(name string) *NATSServer {
+	for _, s := range c.Nodes {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Freeze stops a server process with SIGSTOP, as a hung or partitioned node: its connections
+// stay open and nothing answers on them. Thaw resumes it.
+func (s *NATSServer) Freeze() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return fmt.Errorf("nats-server %s is not a running process", s.Name)
+	}
+	return s.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// Thaw resumes a server stopped by Freeze.
+func (s *NATSServer) Thaw() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return fmt.Errorf("nats-server %s is not a running process", s.Name)
+	}
+	return s.cmd.Process.Signal(syscall.SIGCONT)
+}
+
+// Running tells whether the server's process is running (possibly frozen).
+func (s *NATSServer) Running() bool { return s.cmd != nil || s.Server != nil }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
