@@ -34,7 +34,7 @@ const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disa
 type NATSServer struct {
 	URL     string
 	Dir     string
-	Name    string // the server name, in a cluster
+	Name    string         // the server name, in a cluster
 	Server  *server.Server // nil when it runs as a separate process
 	cmd     *exec.Cmd
 	restart func() error
