@@ -52,7 +52,8 @@ func (c ConnectConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Options are the nats.go options of the configuration: name, credentials, TLS, timeout.
+// Options are the nats.go options of the configuration: name, credentials, TLS, timeout,
+// and pings that notice a dead server in seconds.
 func (c ConnectConfig) Options() []nats.Option {
 	var opts []nats.Option
 	if c.Name != "" {
@@ -73,8 +74,19 @@ func (c ConnectConfig) Options() []nats.Option {
 	if c.Timeout > 0 {
 		opts = append(opts, nats.Timeout(c.Timeout))
 	}
-	return opts
+	return append(opts, nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOutstanding))
 }
+
+// A connection to a server that stops answering (frozen, partitioned, its host gone) is given
+// up after MaxPingsOutstanding unanswered pings, PingInterval apart: within about three
+// seconds, instead of nats.go's default of two minutes a ping and two outstanding (keysd took
+// 289 s to fail over from a frozen node with them). A ping is a few bytes a second per
+// connection; a server busy for more than two seconds would be taken for dead, and the
+// client reconnects to another node, which costs nothing that matters.
+const (
+	PingInterval        = time.Second
+	MaxPingsOutstanding = 2
+)
 
 // Connect validates the configuration and connects, with extra options (handlers, reconnect
 // policy, an in-process server) after the configuration's. Its errors name the servers with

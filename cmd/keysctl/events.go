@@ -83,12 +83,13 @@ type tail struct {
 	outErr   error
 	setAside atomic.Uint64 // messages set aside on the dead-letter stream
 	skipped  atomic.Uint64 // messages that could not be set aside, skipped
+	resets   atomic.Uint64 // subscriptions dropped and read again
 }
 
 func (t *tail) run(filter string, from uint64, since time.Time, follow bool) error {
 	ctx, cancel := context.WithCancel(t.inv.ctx)
 	defer cancel()
-	sub := &storeSubscriber{store: t.store, from: from, maxRedeliveries: 3, onGiveUp: t.gaveUp}
+	sub := &storeSubscriber{store: t.store, from: from, maxRedeliveries: 3, onGiveUp: t.gaveUp, since: since, onReset: t.reset}
 	if !since.IsZero() {
 		sub.opts = append(sub.opts, eventstore.FromTime(since))
 	}
@@ -217,6 +218,13 @@ func (t *tail) gaveUp(seq uint64, subject string) {
 	n := t.skipped.Add(1)
 	t.stderrf("skipped stream sequence %d on %s: could not handle it nor set it aside on %s (%d so far)",
 		seq, subject, t.store.DeadLetterStream(), n)
+}
+
+// reset reports a subscription dropped and read again after sequence after (a lost consumer
+// or a stall, in a failover of the cluster), with how many so far.
+func (t *tail) reset(reason error, after uint64) {
+	n := t.resets.Add(1)
+	t.stderrf("warning: reading the stream again after sequence %d (consumer resets: %d): %v", after, n, reason)
 }
 
 func (t *tail) stderrf(format string, a ...any) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -53,6 +54,12 @@ type storeSubscriber struct {
 	until           uint64
 	maxRedeliveries int
 	onGiveUp        func(seq uint64, subject string)
+	// since is the FromTime start, if any: a filter whose last message is older has nothing
+	// to deliver.
+	since time.Time
+	// onReset is told each time a follow is dropped and read again after the last sequence
+	// delivered, and why (a lost consumer, a stall).
+	onReset func(reason error, after uint64)
 
 	mu     sync.Mutex
 	err    error // why a subscription ended early
@@ -77,9 +84,15 @@ func (s *storeSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	return out, nil
 }
 
-// maxResubscribes bounds how often in a row a failed read is started again (the NATS
-// server restarting, a connection lost) before the reader gives up.
+// maxResubscribes bounds how often in a row a failed bounded read is started again (the NATS
+// server restarting, a connection lost) before the reader gives up. A follow never gives up:
+// it reads again from where delivery stopped, backing off up to 2 s, until interrupted, so
+// that a failover of the cluster never leaves it hanging.
 const maxResubscribes = 5
+
+// stallTimeout is how long a follow may receive nothing while its subject filter has
+// messages beyond the last one delivered before it takes its consumer for lost.
+const stallTimeout = 3 * time.Second
 
 // errReachedEnd ends a bounded read at the subscriber's until.
 var errReachedEnd = errors.New("reached the end")
@@ -138,14 +151,17 @@ func (s *storeSubscriber) read(ctx context.Context, topic string, out chan<- *me
 				return
 			}
 		} else {
-			_, err = s.store.FollowBatches(ctx, from, handle, opts...)
+			err = s.followWatched(ctx, topic, from, handle, opts)
 		}
 		if errors.Is(err, errReachedEnd) || ctx.Err() != nil {
 			return
 		}
-		// Read again from where delivery stopped, a bounded number of times.
+		if s.until == 0 && s.onReset != nil {
+			s.onReset(err, last)
+		}
+		// Read again from where delivery stopped (a bounded number of times when bounded).
 		failures++
-		if failures > maxResubscribes {
+		if s.until != 0 && failures > maxResubscribes {
 			s.fail(fmt.Errorf("read the event stream: %w", err))
 			return
 		}
@@ -159,6 +175,67 @@ func (s *storeSubscriber) read(ctx context.Context, topic string, out chan<- *me
 			from, opts = last+1, opts[:1]
 		}
 	}
+}
+
+// followWatched follows the stream with FollowBatches, and ends the follow with an error
+// when it stalls: nothing handled for stallTimeout while the filter has messages beyond the
+// last one delivered (a consumer lost without an error reaching the reader).
+func (s *storeSubscriber) followWatched(ctx context.Context, topic string, from uint64, handle func([]eventstore.RecordedEvent) error, opts []eventstore.SubscribeOption) error {
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var seen atomic.Int64
+	var delivered atomic.Uint64
+	seen.Store(time.Now().UnixNano())
+	delivered.Store(from - 1)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-fctx.Done():
+				return
+			case <-tick.C:
+			}
+			if time.Since(time.Unix(0, seen.Load())) < stallTimeout {
+				continue
+			}
+			if err := s.stalled(fctx, topic, delivered.Load()); err != nil {
+				cancel(err)
+				return
+			}
+			seen.Store(time.Now().UnixNano())
+		}
+	}()
+	_, err := s.store.FollowBatches(fctx, from, func(b []eventstore.RecordedEvent) error {
+		seen.Store(time.Now().UnixNano())
+		if err := handle(b); err != nil {
+			return err
+		}
+		delivered.Store(b[len(b)-1].Seq)
+		return nil
+	}, opts...)
+	cancel(nil)
+	<-watched
+	if cause := context.Cause(fctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if err == nil && ctx.Err() == nil {
+		return errors.New("the follow ended")
+	}
+	return err
+}
+
+// stalled is an error when the subject filter has a message beyond the last one delivered:
+// nothing arrived though something should have. A stream it cannot ask is no stall (the
+// subscription's heartbeats notice a dead connection).
+func (s *storeSubscriber) stalled(ctx context.Context, topic string, delivered uint64) error {
+	lastSeq, stored, err := s.store.LastOf(ctx, topic)
+	if err != nil || lastSeq <= delivered || stored.Before(s.since) {
+		return nil
+	}
+	return fmt.Errorf("nothing received for %s while the stream has messages up to %d on %s", stallTimeout, lastSeq, topic)
 }
 
 // deliver hands one message to the router and waits for its ack, redelivering a nacked one a

@@ -159,13 +159,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// How fast keysd notices a NATS server that no longer answers: a ping every second, and the
-// connection is given up when two go unanswered.
-const (
-	natsPingInterval        = time.Second
-	natsMaxPingsOutstanding = 2
-)
-
 // reportReplicas logs the event stream's replica count, with a warning for a single replica
 // on a cluster: every node but one can then fail without a write being lost, except that one.
 func reportReplicas(store *eventstore.Store, log *slog.Logger) {
@@ -189,8 +182,8 @@ func connectNATS(ctx context.Context, start startup, cfg config, hasher *domain.
 		// A server that stops answering (frozen, partitioned) is given up within about three
 		// seconds and another one of the cluster is used, instead of after nats.go's default
 		// two minutes and more (docs/reliability.md).
-		nats.PingInterval(natsPingInterval),
-		nats.MaxPingsOutstanding(natsMaxPingsOutstanding),
+		nats.PingInterval(eventstore.PingInterval),
+		nats.MaxPingsOutstanding(eventstore.MaxPingsOutstanding),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("NATS disconnected", "err", err)
 		}),
