@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,7 +223,11 @@ func (p *progress) finish() {
 
 // verify compares the PostgreSQL read model with a replay of the stream.
 func verify(fs *flag.FlagSet) func(*invocation) error {
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the read model to reach the stream's last sequence before comparing; past it, report the lag and exit 1")
 	return func(inv *invocation) error {
+		if *wait < 0 {
+			return usagef("verify: --wait must not be negative, got %s", *wait)
+		}
 		if inv.databaseURL == "" {
 			return usagef("verify: --%s is required (or env %s)", flagDatabaseURL, envDatabaseURL)
 		}
@@ -236,6 +241,18 @@ func verify(fs *flag.FlagSet) func(*invocation) error {
 			return err
 		}
 		defer pg.Close()
+		// Compare up to the stream's end, not only up to where the read model happens to be:
+		// a read model that stopped behind the stream is itself a difference.
+		end, err := store.LastSeq(inv.ctx)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		if cp, err := waitForCheckpoint(inv.ctx, pg, end, *wait); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		} else if cp < end {
+			fmt.Fprintf(inv.stdout, "read model at sequence %d, %d events behind the stream's last sequence %d\n", cp, end-cp, end)
+			return errCheckFailed{fmt.Sprintf("verify: the read model did not reach the stream's last sequence %d within --wait %s: it is at %d, %d events behind", end, *wait, cp, end-cp)}
+		}
 		res, err := pg.Verify(inv.ctx, store)
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
@@ -251,6 +268,26 @@ func verify(fs *flag.FlagSet) func(*invocation) error {
 			fmt.Fprintf(inv.stdout, "%s project %s: %s\n", d.KeyID, d.ProjectID, d.What)
 		}
 		return errCheckFailed{fmt.Sprintf("verify: %d keys differ between the read model and the stream at sequence %d", len(res.Differences), res.Checkpoint)}
+	}
+}
+
+// waitForCheckpoint polls the read model's checkpoint until it reaches seq or wait passes,
+// and returns the last checkpoint seen.
+func waitForCheckpoint(ctx context.Context, pg *projections.Postgres, seq uint64, wait time.Duration) (uint64, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		cp, err := pg.Checkpoint(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if cp >= seq || !time.Now().Before(deadline) {
+			return cp, nil
+		}
+		select {
+		case <-time.After(min(100*time.Millisecond, time.Until(deadline))):
+		case <-ctx.Done():
+			return cp, ctx.Err()
+		}
 	}
 }
 

@@ -113,4 +113,15 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 		t.Errorf("verify after tampering: exit %d, stdout %q, stderr %q; want exit 1 and the key's id", o.code, o.stdout, o.stderr)
 	}
 	keysctl(t, env, "replay", "--until-seq", "1", "--schema", "keyledger").wantOneErrorLine(t, exitUsage, "live read model")
+
+	// verify compares up to the stream's end: a read model behind it (no projector runs here)
+	// is reported with its lag once --wait has passed, not compared up to its checkpoint.
+	third := "third"
+	if _, err := h.UpdateKey(ctx, caller, key, domain.UpdateKey{Description: &third}); err != nil {
+		t.Fatal(err)
+	}
+	o = keysctl(t, env, "verify", "--wait", "300ms")
+	if o.code != exitFailure || !strings.Contains(o.stdout, "1 events behind the stream's last sequence 5") || !strings.Contains(o.stderr, "did not reach the stream's last sequence 5") {
+		t.Errorf("verify of a read model behind the stream: exit %d, stdout %q, stderr %q; want exit 1 and the lag", o.code, o.stdout, o.stderr)
+	}
 }
