@@ -6,7 +6,7 @@ GO   ?= go
 PKGS ?= ./...
 ARGS ?=
 
-.PHONY: run build test test-short crash-test fuzz lint cluster cluster-down cluster-status cluster-clean
+.PHONY: run build test test-short crash-test cluster-test fuzz lint cluster cluster-down cluster-status cluster-clean
 .DEFAULT_GOAL := build
 
 ## run: start keysd with its defaults (embedded NATS, in-process read model); ARGS="..." adds flags
@@ -36,6 +36,13 @@ ROUNDS ?= 5
 crash-test:
 	scripts/ensure-postgres.sh
 	$(GO) test -race -count=1 -timeout 30m -v -run 'Crash|TestTwoInstances' ./cmd/keysd -args -crash.rounds=$(ROUNDS)
+
+## cluster-test: the cluster tests (3 nats-server processes, 2 keysd --stream-replicas 3, one
+## PostgreSQL: leader kill -9, frozen follower, keysd kill, quorum loss; R1 -> R3 online) with
+## more rounds than `make test` runs; CLUSTER_ROUNDS=N (default 3). Timings are logged, not asserted.
+cluster-test:
+	scripts/ensure-postgres.sh
+	$(GO) test -race -count=1 -timeout 30m -v -run 'TestCluster' ./cmd/keysd -args -cluster.rounds=$(or $(CLUSTER_ROUNDS),3)
 
 ## fuzz: run each fuzzer for FUZZTIME (default 60s), one at a time; `make test` runs their corpora
 FUZZTIME ?= 60s
