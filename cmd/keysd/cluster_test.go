@@ -403,7 +403,8 @@ func TestClusterFailover(t *testing.T) {
 		c.Node(leader).Start(t)
 		watch.healthy(60 * time.Second)
 
-		// 2. freeze a follower for 10s, then thaw it.
+		// 2. freeze a follower for 10s, then thaw it (in even rounds, the leader: a hung leader
+		// is noticed by the others' missing heartbeats, not by a closed connection).
 		leader = watch.healthy(60 * time.Second)
 		var follower *testenv.NATSServer
 		for _, n := range c.Nodes {
@@ -411,6 +412,10 @@ func TestClusterFailover(t *testing.T) {
 				follower = n
 				break
 			}
+		}
+		role := "follower"
+		if round%2 == 0 {
+			follower, role = c.Node(leader), "stream leader"
 		}
 		fault = time.Now()
 		if err := follower.Freeze(); err != nil {
@@ -421,7 +426,7 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 		end = settle()
-		measure("round %d, SIGSTOP of follower %s for 10s: %s", round, follower.Name, outages(fault, end))
+		measure("round %d, SIGSTOP of the %s %s for 10s: %s", round, role, follower.Name, outages(fault, end))
 		watch.healthy(60 * time.Second)
 
 		// 3. kill -9 one keysd and start it again; the other serves throughout.
