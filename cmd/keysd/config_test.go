@@ -134,6 +134,7 @@ func TestEveryFlagHasItsVariable(t *testing.T) {
 		"sync-always":        {"true", nil},
 		"read-barrier":       {"off", nil},
 		"shutdown-timeout":   {"1m30s", nil},
+		"startup-timeout":    {"2m0s", nil},
 		"rate-limit":         {"12.5", nil},
 		"rate-burst":         {"7", nil},
 		"key-cache":          {"on", map[string]string{"KEYS_DATABASE_URL": "postgres://db/x"}},
