@@ -53,11 +53,11 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	if err == nil {
 		return seq, nil
 	}
+	// A conflict, or any other answer, is resolved from the stream before it is believed: an
+	// error reply may come from another subscriber of the reply subject rather than from the
+	// server (a forged "stream not found" while the real append landed), so every failure
+	// is an unknown outcome until the key's last message says whether ours is there.
 	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
-	if !conflict && !isUncertain(err) {
-		return 0, fmt.Errorf("append to key %s: %w", first.KeyID, err)
-	}
-	// Either a conflict or an unknown outcome: did our own last event land?
 	lastID := events[len(events)-1].ID
 	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
 		return seq, nil
