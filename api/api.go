@@ -238,18 +238,7 @@ type apiHandler func(w http.ResponseWriter, r *http.Request, caller commands.Cal
 // the event store's timeout on each call and Deps.WaitTimeout on the projector (a deadline
 // on the whole request would replace the store's own, shorter, timeouts).
 func (s *server) api(h apiHandler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case s.inFlight <- struct{}{}:
-			defer func() { <-s.inFlight }()
-		default:
-			s.metrics.shed.Inc()
-			writeError(w, r, &apiError{
-				Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable,
-				Message: "The service is overloaded; retry the request.", RetryAfter: retryAfterContention,
-			})
-			return
-		}
+	return s.unauthenticated(func(w http.ResponseWriter, r *http.Request) {
 		caller, err := s.authenticate(r)
 		if err != nil {
 			writeError(w, r, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyledger/keyledger/commands"
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/projections"
 )
 
 // createKey is POST /user-api-keys: the key object plus, this once, the full secret.
@@ -35,6 +36,18 @@ func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller comman
 	writeJSON(w, http.StatusOK, obj)
 }
 
+// keysOfUser reads a user's keys in the caller's project, after the read barrier.
+func (s *server) keysOfUser(r *http.Request, caller commands.Caller, userID string) ([]projections.KeyView, error) {
+	if err := s.readBarrier(r.Context()); err != nil {
+		return nil, err
+	}
+	views, err := s.d.ReadModel.KeysByUser(r.Context(), caller.ProjectID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("keys of a user: %w", err)
+	}
+	return views, nil
+}
+
 // listKeys is GET /user-api-keys?user_id=U: the user's keys, newest first.
 func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
 	userID, err := decodeList(r)
@@ -42,13 +55,9 @@ func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller command
 		writeError(w, r, err)
 		return
 	}
-	if err := s.readBarrier(r.Context()); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	views, err := s.d.ReadModel.KeysByUser(r.Context(), caller.ProjectID, userID)
+	views, err := s.keysOfUser(r, caller, userID)
 	if err != nil {
-		writeError(w, r, fmt.Errorf("list keys of a user: %w", err))
+		writeError(w, r, err)
 		return
 	}
 	list := keyList{IsPaginated: false, Items: make([]keyObject, 0, len(views))}

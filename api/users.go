@@ -2,7 +2,6 @@ package api
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 
@@ -78,13 +77,9 @@ func (s *server) getUser(w http.ResponseWriter, r *http.Request, caller commands
 		writeError(w, r, err)
 		return
 	}
-	if err := s.readBarrier(r.Context()); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	views, err := s.d.ReadModel.KeysByUser(r.Context(), caller.ProjectID, userID)
+	views, err := s.keysOfUser(r, caller, userID)
 	if err != nil {
-		writeError(w, r, fmt.Errorf("keys of user: %w", err))
+		writeError(w, r, err)
 		return
 	}
 	if len(views) == 0 {

@@ -44,20 +44,9 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, opts ...SubscribeOpt
 	if from == 0 {
 		from = 1
 	}
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{s.subj.all()},
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       from,
-		InactiveThreshold: time.Minute,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	cons, err := s.orderedConsumer(ctx, from, opts)
 	if err != nil {
-		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
+		return nil, err
 	}
 	// Short pulls with frequent heartbeats: a consumer whose node died, or that the server
 	// dropped, is noticed by its missing heartbeats within about two seconds and recreated
