@@ -31,6 +31,15 @@ import (
 // authentication, standing in for keysctl.
 const baselineProjectsPath = "/_bench/projects"
 
+// baselineInfoPath tells how the baseline is configured, for keysbench's reports.
+const baselineInfoPath = "/_bench/info"
+
+// baselineInfo is the answer of baselineInfoPath.
+type baselineInfo struct {
+	MaxConns          int    `json:"max_conns"`
+	SynchronousCommit string `json:"synchronous_commit"`
+}
+
 const baselineSchema = `
 CREATE SCHEMA IF NOT EXISTS keysbench_baseline;
 CREATE TABLE IF NOT EXISTS keysbench_baseline.projects (
@@ -77,7 +86,7 @@ type baselineServer struct {
 func runBaselineServer(fs *flag.FlagSet, _ *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
 	addr := fs.String("http-addr", "127.0.0.1:8091", "HTTP listen address")
 	dbURL := fs.String("database-url", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL (pgx connection string)")
-	maxConns := fs.Int("max-conns", 4, "connection pool size (keysd's read model uses pgxpool's default: max(4, CPUs))")
+	maxConns := fs.Int("max-conns", 4, "connection pool size; a user sizes it for the best throughput: compare several baselines (4, 16, 64) with keysbench compare --other-url a,b,c")
 	syncCommit := fs.String("synchronous-commit", "on", "PostgreSQL synchronous_commit for the pool's sessions: on (every commit on disk before the answer) or off")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		pcfg, err := pgxpool.ParseConfig(*dbURL)
@@ -103,6 +112,9 @@ func runBaselineServer(fs *flag.FlagSet, _ *eventstore.ConnectConfig) func(ctx c
 		s := &baselineServer{pool: pool, hasher: hasher}
 		mux := http.NewServeMux()
 		mux.HandleFunc("POST "+baselineProjectsPath, s.createProject)
+		mux.HandleFunc("GET "+baselineInfoPath, func(w http.ResponseWriter, _ *http.Request) {
+			baselineJSON(w, http.StatusOK, baselineInfo{MaxConns: *maxConns, SynchronousCommit: *syncCommit})
+		})
 		mux.HandleFunc("POST /api/v1/user-api-keys", s.auth(s.createKey))
 		mux.HandleFunc("GET /api/v1/user-api-keys/{id}", s.auth(s.getKey))
 		mux.HandleFunc("PATCH /api/v1/user-api-keys/{id}", s.auth(s.updateKey))

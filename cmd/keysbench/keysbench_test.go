@@ -112,19 +112,15 @@ func TestFloorAnswersEveryRequest(t *testing.T) {
 	}
 }
 
-// TestEveryScenarioAgainstKeysd drives a real keysd (embedded NATS, PostgreSQL read model)
-// through every scenario, creating its project as keysctl does.
-func TestEveryScenarioAgainstKeysd(t *testing.T) {
-	testenv.Heavy(t, "every benchmark scenario against keysd processes")
-	ctx := context.Background()
+// startKeysd runs a keysd process with these flags (and the test's defaults) until the test
+// ends and returns its base URL and its output.
+func startKeysd(t *testing.T, args ...string) (string, *testenv.Buffer) {
+	t.Helper()
 	bin := testenv.Binary(t, "./cmd/keysd")
-	dir := t.TempDir()
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd := exec.Command(bin, "--http-addr", httpAddr, "--embedded-nats-addr", natsAddr, "--data-dir", dir,
-		"--database-url", testenv.Postgres(t), "--log-level", "warn", "--rate-limit", "0")
-	var out testenv.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd := exec.Command(bin, append([]string{"--http-addr", httpAddr, "--log-level", "warn", "--rate-limit", "0"}, args...)...)
+	out := &testenv.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +128,18 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	if err := testenv.WaitTCP(httpAddr, 30*time.Second); err != nil {
 		t.Fatalf("keysd: %v\n%s", err, out.String())
 	}
-	tg, err := prepare(ctx, "keysd", setupConfig{Kind: kindKeysd, URL: "http://" + httpAddr,
+	return "http://" + httpAddr, out
+}
+
+// TestEveryScenarioAgainstKeysd drives a real keysd (embedded NATS, PostgreSQL read model)
+// through every scenario, creating its project as keysctl does.
+func TestEveryScenarioAgainstKeysd(t *testing.T) {
+	testenv.Heavy(t, "every benchmark scenario against keysd processes")
+	ctx := context.Background()
+	dir := t.TempDir()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	url, out := startKeysd(t, "--embedded-nats-addr", natsAddr, "--data-dir", dir, "--database-url", testenv.Postgres(t))
+	tg, err := prepare(ctx, "keysd", setupConfig{Kind: kindKeysd, URL: url,
 		NATS: eventstore.ConnectConfig{URLs: "nats://" + natsAddr}, SecretFile: filepath.Join(dir, "secret"), Keys: 40})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -152,6 +159,75 @@ func TestEveryScenarioAgainstKeysd(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "level=ERROR") {
 		t.Errorf("keysd logged errors:\n%s", out.String())
+	}
+}
+
+// TestTwoInstances: keysbench spreads its load over two keysd on one external nats-server
+// and PostgreSQL, revoke-check finds no stale accept between them, and compare measures
+// several baselines and compares keysd with the best.
+func TestTwoInstances(t *testing.T) {
+	testenv.Heavy(t, "two keysd processes, a nats-server process and baselines")
+	ctx := context.Background()
+	ns := testenv.ExternalNATS(t)
+	db := testenv.Postgres(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	a, outA := startKeysd(t, "--nats-url", ns.URL, "--database-url", db, "--secret-file", secret)
+	b, outB := startKeysd(t, "--nats-url", ns.URL, "--database-url", db, "--secret-file", secret)
+	conn := eventstore.ConnectConfig{URLs: ns.URL}
+
+	tg, err := prepare(ctx, "keysd", setupConfig{Kind: kindKeysd, URL: a + "," + b, NATS: conn, SecretFile: secret, Keys: 20})
+	if err != nil {
+		t.Fatalf("%v\n%s\n%s", err, outA.String(), outB.String())
+	}
+	if tg.instance(0) != a || tg.instance(1) != b || tg.instance(2) != a || tg.Name != "keysd x2" {
+		t.Errorf("instances %q %q %q, name %q: want the load spread over %s and %s", tg.instance(0), tg.instance(1), tg.instance(2), tg.Name, a, b)
+	}
+	for _, sc := range []string{"check", "patch"} {
+		r, err := measure(ctx, tg, scenario(sc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectClean(t, r)
+	}
+
+	var stdout, stderr bytes.Buffer
+	code := dispatch(ctx, []string{"revoke-check", "--nats-url", ns.URL, "--url", a + "," + b, "--secret-file", secret,
+		"--tries", "40", "--clients", "2", "--json"}, &stdout, &stderr)
+	var sum revokeCheckSummary
+	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil || code != 0 {
+		t.Fatalf("revoke-check: exit %d, %v, stdout %q, stderr %q", code, err, stdout.String(), stderr.String())
+	}
+	if sum.Tries != 40 || sum.Instances != 2 || sum.Stale != 0 || sum.Revoked != 40 || sum.NeverAccepted != 0 || len(sum.Errors) != 0 {
+		t.Errorf("revoke-check: %+v, want 40 tries over 2 instances, all revoked", sum)
+	}
+
+	base4 := serve(t, "baseline-server", "--database-url", db, "--max-conns", "4")
+	base16 := serve(t, "baseline-server", "--database-url", db, "--max-conns", "16")
+	stdout.Reset()
+	code = dispatch(ctx, []string{"compare", "--nats-url", ns.URL, "--keysd-url", a + "," + b, "--secret-file", secret,
+		"--other-url", base4 + "," + base16, "--scenario", "patch", "--clients", "4", "--duration", "300ms", "--warmup", "50ms",
+		"--runs", "1", "--keys", "10", "--json"}, &stdout, &stderr)
+	var report struct {
+		Runs        []result
+		Comparisons []comparison
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil || code != 0 {
+		t.Fatalf("compare: exit %d, %v, stderr %q", code, err, stderr.String())
+	}
+	if len(report.Runs) != 3 || len(report.Comparisons) != 1 || len(report.Comparisons[0].Others) != 2 {
+		t.Fatalf("compare: %d runs, comparisons %+v: want keysd and two baselines, once each", len(report.Runs), report.Comparisons)
+	}
+	c := report.Comparisons[0]
+	names := c.Others[0].Target + " / " + c.Others[1].Target
+	if names != "baseline pool 4 sync on / baseline pool 16 sync on" || c.Keysd.Target != "keysd x2" ||
+		(c.Other.Target != c.Others[0].Target && c.Other.Target != c.Others[1].Target) || c.Other.RPS < max(c.Others[0].RPS, c.Others[1].RPS) {
+		t.Errorf("compare: keysd %q against %q, best %q (%.0f req/s): want keysd x2 against the two pools and the faster as the best",
+			c.Keysd.Target, names, c.Other.Target, c.Other.RPS)
+	}
+	for _, out := range []*testenv.Buffer{outA, outB} {
+		if strings.Contains(out.String(), "level=ERROR") {
+			t.Errorf("keysd logged errors:\n%s", out.String())
+		}
 	}
 }
 

@@ -39,8 +39,11 @@ type benchKey struct {
 
 // target is a service under load with its credentials and pre-created keys.
 type target struct {
-	Name      string
+	Name string
+	// BaseURL is where keys are created; URLs are the instances the load is spread over
+	// (client i sends to URLs[i % len(URLs)]), BaseURL alone when empty.
 	BaseURL   string
+	URLs      []string
 	ProjectID string
 	ServerKey string
 	Keys      []benchKey
@@ -89,6 +92,8 @@ type request struct {
 	body         []byte
 	// idempotencyKey, when set, is sent as the Idempotency-Key header.
 	idempotencyKey string
+	// base is the instance to send it to; the target's BaseURL when empty.
+	base string
 }
 
 // worker is one client's state: its random source, counters and latencies.
@@ -99,10 +104,27 @@ type worker struct {
 	total  uint64
 	errors map[string]int
 	seq    uint64
+	// base is the instance this client sends to.
+	base string
 }
 
 func (t *target) next(w *worker, scenario string) request {
-	const keysPath = "/api/v1/user-api-keys"
+	r := t.request(w, scenario)
+	r.base = w.base
+	return r
+}
+
+// instance is the base URL client i sends to: the load is spread evenly over t.URLs.
+func (t *target) instance(i int) string {
+	if len(t.URLs) == 0 {
+		return t.BaseURL
+	}
+	return t.URLs[i%len(t.URLs)]
+}
+
+const keysPath = "/api/v1/user-api-keys"
+
+func (t *target) request(w *worker, scenario string) request {
 	w.seq++
 	pick := func() benchKey { return t.Keys[w.rnd.IntN(len(t.Keys))] }
 	switch scenario {
@@ -152,7 +174,11 @@ func (t *target) do(ctx context.Context, c *http.Client, r request) string {
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, t.BaseURL+r.path, body)
+	base := r.base
+	if base == "" {
+		base = t.BaseURL
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, base+r.path, body)
 	if err != nil {
 		return "request: " + err.Error()
 	}
@@ -209,7 +235,8 @@ func runLoad(ctx context.Context, t *target, cfg loadConfig) (result, error) {
 	defer cancel()
 	workers := make([]*worker, cfg.Clients)
 	for i := range workers {
-		workers[i] = &worker{rnd: rand.New(rand.NewPCG(uint64(i)+1, uint64(time.Now().UnixNano()))), errors: map[string]int{}}
+		workers[i] = &worker{rnd: rand.New(rand.NewPCG(uint64(i)+1, uint64(time.Now().UnixNano()))), errors: map[string]int{},
+			base: t.instance(i)}
 	}
 	record := func(w *worker, due time.Time, outcome string) {
 		if !recording.Load() || outcome == "cancelled" {

@@ -4,6 +4,7 @@
 //
 //	keysbench run             drive one or more scenarios against one target
 //	keysbench compare         keysd against the baseline or the floor, interleaved, with ratios
+//	keysbench revoke-check    revoke on one keysd, check on another right after: stale accepts
 //	keysbench baseline-server serve the CRUD baseline
 //	keysbench floor-server    serve the HTTP floor
 //	keysbench seed            append many keys straight to the stream
@@ -46,6 +47,7 @@ type benchCommand struct {
 var benchCommands = []benchCommand{
 	{"run", "drive scenarios against one target (keysd, baseline or floor)", runRun},
 	{"compare", "keysd against the baseline or the floor, interleaved runs, medians and ratios", runCompare},
+	{"revoke-check", "revoke keys on one keysd and check them on another right after the 200: count stale accepts", runRevokeCheck},
 	{"baseline-server", "serve the CRUD baseline (one PostgreSQL table, UPDATE ... RETURNING)", runBaselineServer},
 	{"floor-server", "serve the HTTP floor (a fixed JSON body)", runFloorServer},
 	{"seed", "append keys straight to the stream", runSeed},

@@ -68,6 +68,7 @@ func runRun(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.C
 	lf.register(fs, 1)
 	var tc setupConfig
 	registerTarget(fs, "", &tc, kindKeysd, "http://127.0.0.1:8080")
+	fs.Lookup("url").Usage = "target base URL, or several comma-separated instances of one keysd deployment: keys are created through the first, client i sends to the i-th modulo their number"
 	fs.StringVar(&tc.SecretFile, "secret-file", "data/secret", "keysd: the deployment's server-side secret")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		if err := lf.validate(); err != nil {
@@ -107,15 +108,24 @@ func runRun(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.C
 }
 
 // comparison is one scenario's medians on keysd and on the other target, and their ratios.
+// With several other targets (a baseline at several pool sizes), Other is the best of them
+// (the highest median req/s) and Others has every one's medians.
 type comparison struct {
-	Scenario  string  `json:"scenario"`
-	Keysd     result  `json:"keysd"`
-	Other     result  `json:"other"`
-	RPSRatio  float64 `json:"rps_ratio"`
-	OKRatio   float64 `json:"ok_rps_ratio"`
-	P99Ratio  float64 `json:"p99_ratio"`
-	P50Ratio  float64 `json:"p50_ratio"`
-	P999Ratio float64 `json:"p99_9_ratio"`
+	Scenario  string   `json:"scenario"`
+	Keysd     result   `json:"keysd"`
+	Other     result   `json:"other"`
+	Others    []result `json:"others,omitempty"`
+	RPSRatio  float64  `json:"rps_ratio"`
+	OKRatio   float64  `json:"ok_rps_ratio"`
+	P99Ratio  float64  `json:"p99_ratio"`
+	P50Ratio  float64  `json:"p50_ratio"`
+	P999Ratio float64  `json:"p99_9_ratio"`
+}
+
+func compareWith(sc string, km result, om result, others []result) comparison {
+	return comparison{Scenario: sc, Keysd: km, Other: om, Others: others,
+		RPSRatio: ratio(km.RPS, om.RPS), OKRatio: ratio(km.OKRPS, om.OKRPS),
+		P50Ratio: ratio(km.P50Ms, om.P50Ms), P99Ratio: ratio(km.P99Ms, om.P99Ms), P999Ratio: ratio(km.P999Ms, om.P999Ms)}
 }
 
 func runCompare(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
@@ -123,71 +133,115 @@ func runCompare(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx conte
 	lf.register(fs, 3)
 	var kc, oc setupConfig
 	kc.Kind = kindKeysd
-	fs.StringVar(&kc.URL, "keysd-url", "http://127.0.0.1:8080", "keysd's base URL")
+	fs.StringVar(&kc.URL, "keysd-url", "http://127.0.0.1:8080", "keysd's base URL, or several comma-separated instances of one deployment: the load is spread over them")
 	fs.StringVar(&kc.SecretFile, "secret-file", "data/secret", "keysd's server-side secret")
 	registerTarget(fs, "other-", &oc, kindBaseline, "http://127.0.0.1:8091")
+	fs.Lookup("other-url").Usage = "the other target's base URL; several comma-separated are several targets (a baseline at several pool sizes), each measured, keysd compared with the best"
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		if err := lf.validate(); err != nil {
 			fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
 			return 2
 		}
-		kc.Keys, oc.Keys, kc.NATS = lf.keys, lf.keys, *conn
+		otherURLs := splitURLs(oc.URL)
+		if len(otherURLs) == 0 {
+			fmt.Fprintln(stderr, "keysbench compare: --other-url: no URL")
+			return 2
+		}
+		kc.Keys, kc.NATS = lf.keys, *conn
 		kt, err := prepare(ctx, "keysd", kc)
 		if err != nil {
 			fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
 			return 1
 		}
-		ot, err := prepare(ctx, oc.Kind, oc)
+		var ots []*target
+		for _, u := range otherURLs {
+			c := oc
+			c.URL, c.Keys = u, lf.keys
+			ot, err := prepare(ctx, oc.Kind, c)
+			if err != nil {
+				fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
+				return 1
+			}
+			for _, prev := range ots {
+				if prev.Name == ot.Name {
+					ot.Name += " " + u
+				}
+			}
+			ots = append(ots, ot)
+		}
+		all, comps, err := compareInterleaved(ctx, lf, kt, ots, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
 			return 1
-		}
-		var all []result
-		var comps []comparison
-		for _, sc := range strings.Split(lf.scenarios, ",") {
-			var ks, os []result
-			for i := range lf.runs {
-				// Interleaved, so that a change in the machine's load hits both alike.
-				pair := []*target{kt, ot}
-				if i%2 == 1 {
-					pair = []*target{ot, kt}
-				}
-				for _, t := range pair {
-					r, err := runLoad(ctx, t, lf.config(sc))
-					if err != nil {
-						fmt.Fprintf(stderr, "keysbench compare: %v\n", err)
-						return 1
-					}
-					if !lf.json {
-						fmt.Fprintf(stderr, "run %d %s %s: %.0f req/s p99 %.2f ms\n", i+1, r.Target, r.Scenario, r.RPS, r.P99Ms)
-					}
-					all = append(all, r)
-					if t == kt {
-						ks = append(ks, r)
-					} else {
-						os = append(os, r)
-					}
-				}
-			}
-			km, om := medians(ks)[0], medians(os)[0]
-			comps = append(comps, comparison{Scenario: sc, Keysd: km, Other: om,
-				RPSRatio: ratio(km.RPS, om.RPS), OKRatio: ratio(km.OKRPS, om.OKRPS),
-				P50Ratio: ratio(km.P50Ms, om.P50Ms), P99Ratio: ratio(km.P99Ms, om.P99Ms), P999Ratio: ratio(km.P999Ms, om.P999Ms)})
 		}
 		if lf.json {
 			return printJSON(stdout, map[string]any{"runs": all, "comparisons": comps})
 		}
 		printTable(stdout, all)
-		fmt.Fprintf(stdout, "\nmedians of %d runs, keysd / %s:\n", lf.runs, ot.Name)
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "scenario\tkeysd req/s\tother req/s\treq/s ratio\tkeysd p50\tother p50\tkeysd p99\tother p99\tp99 ratio\t")
 		for _, c := range comps {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2fx\t%.2f\t%.2f\t%.2f\t%.2f\t%.2fx\t\n", c.Scenario, c.Keysd.RPS, c.Other.RPS, c.RPSRatio,
+			if len(c.Others) > 1 {
+				fmt.Fprintf(stdout, "\n%s, medians of %d runs of each other target (keysd / it):\n", c.Scenario, lf.runs)
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+				fmt.Fprintln(tw, "other\treq/s\tp99\tkeysd req/s ratio\tkeysd p99 ratio\t")
+				for _, o := range c.Others {
+					fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2fx\t%.2fx\t\n", o.Target, o.RPS, o.P99Ms, ratio(c.Keysd.RPS, o.RPS), ratio(c.Keysd.P99Ms, o.P99Ms))
+				}
+				_ = tw.Flush()
+			}
+		}
+		fmt.Fprintf(stdout, "\nmedians of %d runs, keysd / the best other:\n", lf.runs)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "scenario\tother\tkeysd req/s\tother req/s\treq/s ratio\tkeysd p50\tother p50\tkeysd p99\tother p99\tp99 ratio\t")
+		for _, c := range comps {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2fx\t%.2f\t%.2f\t%.2f\t%.2f\t%.2fx\t\n", c.Scenario, c.Other.Target, c.Keysd.RPS, c.Other.RPS, c.RPSRatio,
 				c.Keysd.P50Ms, c.Other.P50Ms, c.Keysd.P99Ms, c.Other.P99Ms, c.P99Ratio)
 		}
 		_ = tw.Flush()
 		return 0
 	}
+}
+
+// compareInterleaved runs each scenario lf.runs times on keysd and on every other target,
+// rotating the order from run to run so that a change in the machine's load hits all alike,
+// and compares keysd's medians with the best other's (the highest median req/s).
+func compareInterleaved(ctx context.Context, lf loadFlags, kt *target, ots []*target, stderr io.Writer) ([]result, []comparison, error) {
+	var all []result
+	var comps []comparison
+	order := append([]*target{kt}, ots...)
+	for _, sc := range strings.Split(lf.scenarios, ",") {
+		byTarget := map[*target][]result{}
+		for i := range lf.runs {
+			for j := range order {
+				t := order[(i+j)%len(order)]
+				r, err := runLoad(ctx, t, lf.config(sc))
+				if err != nil {
+					return nil, nil, err
+				}
+				if !lf.json {
+					fmt.Fprintf(stderr, "run %d %s %s: %.0f req/s p99 %.2f ms\n", i+1, r.Target, r.Scenario, r.RPS, r.P99Ms)
+				}
+				all = append(all, r)
+				byTarget[t] = append(byTarget[t], r)
+			}
+		}
+		km := medians(byTarget[kt])[0]
+		var others []result
+		best := -1
+		for _, ot := range ots {
+			m := medians(byTarget[ot])[0]
+			if best < 0 || m.RPS > others[best].RPS {
+				best = len(others)
+			}
+			others = append(others, m)
+		}
+		if len(others) == 1 {
+			others = nil
+			comps = append(comps, compareWith(sc, km, medians(byTarget[ots[0]])[0], nil))
+			continue
+		}
+		comps = append(comps, compareWith(sc, km, others[best], others))
+	}
+	return all, comps, nil
 }
 
 func ratio(a, b float64) float64 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os/user"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,9 @@ const (
 
 // setupConfig says how to get a project on a target and how many keys to pre-create.
 type setupConfig struct {
-	Kind       string
+	Kind string
+	// URL is the target's base URL, or several comma-separated (instances of one keysd
+	// deployment): keys are created through the first, the load is spread over all.
 	URL        string
 	NATS       eventstore.ConnectConfig // keysd: where keysctl's logic creates the project
 	SecretFile string                   // keysd: the deployment's server-side secret
@@ -38,7 +41,18 @@ type setupConfig struct {
 
 // prepare creates the target's project (unless given) and its keys.
 func prepare(ctx context.Context, name string, c setupConfig) (*target, error) {
-	t := &target{Name: name, BaseURL: c.URL, ProjectID: c.ProjectID, ServerKey: c.ServerKey}
+	urls := splitURLs(c.URL)
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("%s: no URL", name)
+	}
+	t := &target{Name: name, BaseURL: urls[0], ProjectID: c.ProjectID, ServerKey: c.ServerKey}
+	if c.Kind == kindBaseline && name == kindBaseline {
+		t.Name = baselineName(ctx, t.BaseURL)
+	}
+	if len(urls) > 1 {
+		t.URLs = urls
+		t.Name = fmt.Sprintf("%s x%d", t.Name, len(urls))
+	}
 	if c.Kind == kindFloor {
 		// The floor answers every request with the same body; it needs no project or keys,
 		// but the scenarios need ids and secrets to put in requests.
@@ -54,7 +68,7 @@ func prepare(ctx context.Context, name string, c setupConfig) (*target, error) {
 		case kindKeysd:
 			t.ProjectID, t.ServerKey, err = createKeysdProject(ctx, c.NATS, c.SecretFile)
 		case kindBaseline:
-			t.ProjectID, t.ServerKey, err = createBaselineProject(ctx, c.URL)
+			t.ProjectID, t.ServerKey, err = createBaselineProject(ctx, t.BaseURL)
 		default:
 			err = fmt.Errorf("unknown target kind %q", c.Kind)
 		}
@@ -68,6 +82,36 @@ func prepare(ctx context.Context, name string, c setupConfig) (*target, error) {
 	}
 	t.Keys = keys
 	return t, nil
+}
+
+// splitURLs reads a comma-separated list of base URLs.
+func splitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// baselineName is the baseline's name in reports: its pool size and commit mode, as its
+// server reports them.
+func baselineName(ctx context.Context, baseURL string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+baselineInfoPath, nil)
+	if err != nil {
+		return kindBaseline
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return kindBaseline
+	}
+	defer resp.Body.Close()
+	var info baselineInfo
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&info) != nil {
+		return kindBaseline
+	}
+	return fmt.Sprintf("baseline pool %d sync %s", info.MaxConns, info.SynchronousCommit)
 }
 
 // floorKey is a well-formed secret for a made-up key id.
