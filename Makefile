@@ -6,7 +6,7 @@ GO   ?= go
 PKGS ?= ./...
 ARGS ?=
 
-.PHONY: run build test test-short crash-test cluster-test fuzz lint cluster cluster-down cluster-status cluster-clean
+.PHONY: run build test-binaries test test-short crash-test cluster-test fuzz lint cluster cluster-down cluster-status cluster-clean
 .DEFAULT_GOAL := build
 
 ## run: start keysd with its defaults (embedded NATS, in-process read model); ARGS="..." adds flags
@@ -17,32 +17,39 @@ run:
 build:
 	$(GO) build -o bin/ ./cmd/...
 
+## test-binaries: the executables the tests run as processes (keysd, keysctl, keysbench,
+## nats-server), built once into TESTBIN for every package's tests (internal/testenv.Binary)
+TESTBIN ?= $(CURDIR)/bin/test
+TESTENV = KEYLEDGER_TEST_BINARIES=$(TESTBIN)
+test-binaries:
+	$(GO) build -o $(TESTBIN)/ ./cmd/keysd ./cmd/keysctl ./cmd/keysbench github.com/nats-io/nats-server/v2
+
 ## test: THE test command: PostgreSQL up, go vet, every test with -race
-test:
+test: test-binaries
 	scripts/ensure-postgres.sh
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(TESTENV) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-## test-short: the quick loop: tests in -short mode, no race detector; tests marked
-## testenv.Heavy (crash loops, separate processes, benchmark runs) and the suites' heavy
-## cases are skipped
-test-short:
+## test-short: the quick loop (under a minute on a quiet machine): tests in -short mode, no
+## race detector; tests marked testenv.Heavy (clusters, crash loops, most keysd processes,
+## benchmark runs) and the suites' heavy cases are skipped; `make test` runs them all
+test-short: test-binaries
 	scripts/ensure-postgres.sh
-	$(GO) test -short -count=1 -timeout 10m $(PKGS)
+	$(TESTENV) $(GO) test -short -count=1 -timeout 10m $(PKGS)
 
 ## crash-test: the crash tests (kill -9, NATS restart, read model cut off) with more rounds
 ## than `make test` runs; ROUNDS=N sets how many faults each injects (default 5)
 ROUNDS ?= 5
-crash-test:
+crash-test: test-binaries
 	scripts/ensure-postgres.sh
-	$(GO) test -race -count=1 -timeout 30m -v -run 'Crash|TestTwoInstances' ./cmd/keysd -args -crash.rounds=$(ROUNDS)
+	$(TESTENV) $(GO) test -race -count=1 -timeout 30m -v -run 'Crash|TestTwoInstances' ./cmd/keysd -args -crash.rounds=$(ROUNDS)
 
 ## cluster-test: the cluster tests (3 nats-server processes, 2 keysd --stream-replicas 3, one
 ## PostgreSQL: leader kill -9, frozen follower, keysd kill, quorum loss; R1 -> R3 online) with
 ## more rounds than `make test` runs; CLUSTER_ROUNDS=N (default 3). Timings are logged, not asserted.
-cluster-test:
+cluster-test: test-binaries
 	scripts/ensure-postgres.sh
-	$(GO) test -race -count=1 -timeout 30m -v -run 'TestCluster' ./cmd/keysd -args -cluster.rounds=$(or $(CLUSTER_ROUNDS),3)
+	$(TESTENV) $(GO) test -race -count=1 -timeout 30m -v -run 'TestCluster' ./cmd/keysd -args -cluster.rounds=$(or $(CLUSTER_ROUNDS),3)
 
 ## fuzz: run each fuzzer for FUZZTIME (default 60s), one at a time; `make test` runs their corpora
 FUZZTIME ?= 60s

@@ -27,6 +27,7 @@ func TestPostgresReadModel(t *testing.T) {
 // The cache in front of PostgreSQL must behave as the read model does, reads right after each
 // Apply included; a tiny cache also exercises eviction.
 func TestKeyCacheOverPostgres(t *testing.T) {
+	testenv.Heavy(t, "the suite twice more on PostgreSQL (its parts run alone in TestPostgresReadModel and TestKeyCacheOverMemory)")
 	t.Run("large", func(t *testing.T) {
 		readmodeltest.TestReadModel(t, func(t *testing.T) projections.ReadModel { return projections.NewKeyCache(newPostgres(t), 10_000) })
 	})

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // An audit consumer written from docs/events.md alone: the code between the markers below is
@@ -161,6 +163,7 @@ func follow(t *testing.T, natsURL string, r *received) (stop func()) {
 }
 
 func TestAuditConsumerFromTheDocs(t *testing.T) {
+	testenv.Heavy(t, "a keysd process")
 	t.Parallel()
 	k := startKeysd(t, keysdOptions{})
 	p := k.createProject("audited")

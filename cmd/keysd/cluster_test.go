@@ -334,6 +334,7 @@ func (r *readiness) waitFor(t *testing.T, since time.Time, ready bool, bound tim
 }
 
 func TestClusterFailover(t *testing.T) {
+	testenv.Heavy(t, "a 3-node nats-server cluster and two keysd under faults")
 	c := testenv.ExternalNATSCluster(t, 3)
 	db := testenv.Postgres(t)
 	secret := filepath.Join(t.TempDir(), "secret")
@@ -496,6 +497,7 @@ func TestClusterFailover(t *testing.T) {
 // keysd needs no restart, and the throughput before and after is measured (R1 against R3 on
 // the same cluster, in the same run).
 func TestClusterRaiseReplicasOnline(t *testing.T) {
+	testenv.Heavy(t, "a 3-node nats-server cluster and two keysd")
 	c := testenv.ExternalNATSCluster(t, 3)
 	db := testenv.Postgres(t)
 	secret := filepath.Join(t.TempDir(), "secret")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // TestSyncAlwaysConfiguresTheEmbeddedServer: --sync-always (or KEYS_SYNC_ALWAYS) reaches the
@@ -18,6 +19,7 @@ import (
 // without it the server keeps its default of a background fsync. Either way keysd's stream
 // is on file storage with the replicas asked for.
 func TestSyncAlwaysConfiguresTheEmbeddedServer(t *testing.T) {
+	testenv.Heavy(t, "a keysd process")
 	cases := []struct {
 		name string
 		args []string

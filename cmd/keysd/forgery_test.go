@@ -18,6 +18,7 @@ import (
 // embedded server; keysctl, given only the secret file, connects with a plain URL; the URL
 // of keysctl audit-url reads the stream and cannot publish onto it.
 func TestEmbeddedNATSAdmitsOnlyKeyledger(t *testing.T) {
+	testenv.Heavy(t, "a keysd process")
 	t.Parallel()
 	k := startKeysd(t, keysdOptions{})
 	plain := "nats://" + k.embeddedAddr
@@ -58,6 +59,7 @@ func TestEmbeddedNATSAdmitsOnlyKeyledger(t *testing.T) {
 // no key as the API shows it, never make a key valid for check, and are listed by keysctl
 // verify; the read model equals the replay of the stream all the same.
 func TestForgedEventsAreNeverApplied(t *testing.T) {
+	testenv.Heavy(t, "keysd processes")
 	t.Parallel()
 	ns := testenv.NATS(t) // an external NATS without authentication: anyone can publish
 	db := testenv.Postgres(t)

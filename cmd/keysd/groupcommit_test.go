@@ -8,12 +8,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // TestSyncAlwaysGroupCommitsConcurrentPatches: with --sync-always, concurrent PATCHes on
 // different keys share atomic batches (one flush each on the server), and each still lands
 // once, in order, on its own key.
 func TestSyncAlwaysGroupCommitsConcurrentPatches(t *testing.T) {
+	testenv.Heavy(t, "a keysd process under concurrent load")
 	k := startKeysd(t, keysdOptions{extraArgs: []string{"--sync-always", "--rate-limit", "0"}})
 	p := k.createProject("group-commit")
 	const keys = 24

@@ -52,6 +52,7 @@ func wantETag(t *testing.T, what string, r response, version int) {
 // a race exactly one of many PATCHes conditional on one version wins; If-None-Match on GET
 // answers 304 with no body.
 func TestETagsAndConditionalRequests(t *testing.T) {
+	testenv.Heavy(t, "a keysd process")
 	a, b, natsURL := twoInstances(t)
 	p := a.createProject("etags")
 
@@ -136,6 +137,7 @@ func TestETagsAndConditionalRequests(t *testing.T) {
 // instance within the flush interval and kept across restarts of both; a failed check
 // (revoked key) does not move it, and no event is appended for a check.
 func TestLastUseAcrossInstancesAndRestarts(t *testing.T) {
+	testenv.Heavy(t, "two keysd processes and restarts")
 	a, b, natsURL := twoInstances(t, "--last-use-interval", "1s")
 	p := a.createProject("last-use")
 
@@ -203,6 +205,7 @@ func waitLastUse(t *testing.T, k *keysd, p project, path string, wantMillis int6
 // racing the first are 409 with Retry-After or the first response, and one key is created;
 // PATCH replays its first response; malformed keys are 400.
 func TestIdempotencyKeys(t *testing.T) {
+	testenv.Heavy(t, "keysd processes")
 	a, b, natsURL := twoInstances(t)
 	p := a.createProject("idempotency")
 	body := map[string]any{"user_id": "u", "description": "once"}
@@ -304,6 +307,7 @@ func TestIdempotencyKeys(t *testing.T) {
 // ExpiryChanged with reason "rotated" that audit consumers and keysctl keys state --at see;
 // revoked keys are 409 and bad bodies 400, appending nothing.
 func TestRotation(t *testing.T) {
+	testenv.Heavy(t, "a keysd process")
 	a, b, natsURL := twoInstances(t)
 	p := a.createProject("rotation")
 	old := a.do("POST", userKeys, p, map[string]any{"user_id": "owner", "description": "deploy", "is_public": true})

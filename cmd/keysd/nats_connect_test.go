@@ -15,6 +15,7 @@ import (
 // credentials file (operator mode), with --nats-creds and --nats-tls-*, given to keysctl after
 // its command.
 func TestSecureNATS(t *testing.T) {
+	testenv.Heavy(t, "a secured nats-server process and keysd processes")
 	t.Parallel()
 	ns := testenv.NewSecureNATS(t, testenv.SecureNATSOptions{MutualTLS: true, Creds: true})
 	secureFlags := []string{"--nats-creds", ns.CredsFile, "--nats-tls-ca", ns.CAFile, "--nats-tls-cert", ns.CertFile, "--nats-tls-key", ns.KeyFile}
@@ -49,6 +50,7 @@ func TestSecureNATS(t *testing.T) {
 // TestCredentialsInTheURLAreNeverPrinted: keysd connects with the user and password of its
 // --nats-url and shows them nowhere: not in its banner, its logs or keysctl's errors.
 func TestCredentialsInTheURLAreNeverPrinted(t *testing.T) {
+	testenv.Heavy(t, "keysd and keysctl processes")
 	t.Parallel()
 	port := testenv.FreePort(t)
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(),
@@ -86,6 +88,7 @@ func TestCredentialsInTheURLAreNeverPrinted(t *testing.T) {
 // TestTokenInTheURLIsNeverLogged: a token in --nats-url (nats://TOKEN@host) is kept out of
 // the banner and of the log lines of a reconnection, which nats.go's own redaction would show.
 func TestTokenInTheURLIsNeverLogged(t *testing.T) {
+	testenv.Heavy(t, "a nats-server process and a keysd process")
 	t.Parallel()
 	port := testenv.FreePort(t)
 	store := t.TempDir()

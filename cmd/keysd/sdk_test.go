@@ -26,6 +26,7 @@ const sdkSteps = 18
 // server interface and its StackServerApp (internal/sdktest/run.cjs), and fails on any step
 // that does not do what the SDK expects. It needs node and npm; without them it fails.
 func TestStackAuthSDK(t *testing.T) {
+	testenv.Heavy(t, "the Stack Auth SDK's suite against a keysd process")
 	t.Parallel()
 	dir := filepath.Join(testenv.ModuleRoot(), "internal", "sdktest")
 	node := lookTool(t, "node")

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // TestTenantIsolation: with project B's credentials, project A's keys can be neither read,
@@ -162,6 +163,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 // TestRateLimitPerProject: a project over its --rate-limit gets 429 RATE_LIMITED with
 // Retry-After and the contract's error shape; another project is not slowed by it.
 func TestRateLimitPerProject(t *testing.T) {
+	testenv.Heavy(t, "a keysd process")
 	t.Parallel()
 	k := startKeysd(t, keysdOptions{extraArgs: []string{"--rate-limit", "1", "--rate-burst", "3"}})
 	noisy, quiet := k.createProject("noisy"), k.createProject("quiet")
@@ -191,6 +193,7 @@ func TestRateLimitPerProject(t *testing.T) {
 // TestSlowAndGreedyClients: a client that trickles its headers is cut off by the server's
 // header timeout while others are served meanwhile, and a 1 MiB header gets 431.
 func TestSlowAndGreedyClients(t *testing.T) {
+	testenv.Heavy(t, "slow and greedy clients against a keysd process")
 	t.Parallel()
 	k := startKeysd(t, keysdOptions{})
 	addr := strings.TrimPrefix(k.base, "http://")

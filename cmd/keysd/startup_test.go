@@ -14,6 +14,7 @@ import (
 // TestStartupWaitsForNATSAndPostgres: keysd started before NATS and PostgreSQL answer waits
 // for them with a log line per wait, and serves once they are there, instead of exiting.
 func TestStartupWaitsForNATSAndPostgres(t *testing.T) {
+	testenv.Heavy(t, "keysd processes waiting on late servers")
 	t.Parallel()
 	ns := testenv.ExternalNATS(t)
 	ns.Stop()
@@ -48,6 +49,7 @@ func TestStartupWaitsForNATSAndPostgres(t *testing.T) {
 // TestStartupTimeout: with nothing to connect to, keysd gives up after --startup-timeout and
 // exits 1 with one line saying what it waited for.
 func TestStartupTimeout(t *testing.T) {
+	testenv.Heavy(t, "keysd processes waiting on absent servers")
 	t.Parallel()
 	bin := testenv.Binary(t, "./cmd/keysd")
 	dead := fmt.Sprintf("nats://127.0.0.1:%d", testenv.FreePort(t))

@@ -136,11 +136,25 @@ type buildResult struct {
 	err  error
 }
 
+// BinariesEnv names a directory of executables built before the tests (the Makefile's test
+// targets build keysd, keysctl, keysbench and nats-server there once for every package):
+// Binary returns the one named like the package from it instead of building it again in
+// each package's test process.
+const BinariesEnv = "KEYLEDGER_TEST_BINARIES"
+
 // Binary builds a main package (a module path such as "github.com/nats-io/nats-server/v2"
 // or "./cmd/keysd" relative to the module root) once per test process and returns the
-// executable's path.
+// executable's path, or the one already built in $KEYLEDGER_TEST_BINARIES.
 func Binary(t testing.TB, pkg string) string {
 	t.Helper()
+	name := filepath.Base(strings.TrimSuffix(pkg, "/v2"))
+	if dir := os.Getenv(BinariesEnv); dir != "" {
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("%s=%s: %v (the Makefile builds it there before the tests)", BinariesEnv, dir, err)
+		}
+		return path
+	}
 	v, _ := buildOnce.LoadOrStore(pkg, &buildResult{})
 	b := v.(*buildResult)
 	b.once.Do(func() {
@@ -149,7 +163,7 @@ func Binary(t testing.TB, pkg string) string {
 			b.err = err
 			return
 		}
-		out := filepath.Join(dir, filepath.Base(strings.TrimSuffix(pkg, "/v2")))
+		out := filepath.Join(dir, name)
 		if strings.HasPrefix(pkg, "./") {
 			pkg = filepath.Join(ModuleRoot(), pkg)
 		}
