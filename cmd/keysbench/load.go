@@ -30,6 +30,8 @@ type loadConfig struct {
 	Rate     float64
 	Duration time.Duration
 	Warmup   time.Duration
+	// CPU, when set, names processes whose CPU time per request the result reports.
+	CPU cpuWatch
 }
 
 // benchKey is a pre-created key and its secret.
@@ -70,6 +72,9 @@ type result struct {
 	Errors      map[string]int `json:"errors,omitempty"`
 	Unsent      uint64         `json:"unsent,omitempty"`
 	KeysRevoked int64          `json:"keys_revoked,omitempty"`
+	// CPUPerRequestUs is, for each process named by --cpu-pids, its CPU microseconds (user
+	// and system) per request of the measured window.
+	CPUPerRequestUs map[string]float64 `json:"cpu_us_per_request,omitempty"`
 }
 
 // newHTTPClient keeps one connection per client alive for the whole run.
@@ -302,11 +307,13 @@ func runLoad(ctx context.Context, t *target, cfg loadConfig) (result, error) {
 	}
 
 	sleepCtx(ctx, cfg.Warmup)
+	cpuBefore := cfg.CPU.sample()
 	recording.Store(true)
 	began := time.Now()
 	sleepCtx(ctx, cfg.Duration)
 	recording.Store(false)
 	elapsed := time.Since(began)
+	cpuAfter := cfg.CPU.sample()
 	cancel()
 	wg.Wait()
 
@@ -324,6 +331,7 @@ func runLoad(ctx context.Context, t *target, cfg loadConfig) (result, error) {
 	if cfg.Scenario == "revoke" || cfg.Scenario == "mixed" {
 		res.KeysRevoked = min(t.revokeNext.Load(), int64(len(t.Keys)))
 	}
+	res.CPUPerRequestUs = perRequest(cpuBefore, cpuAfter, res.Requests)
 	res.RPS = float64(res.Requests) / elapsed.Seconds()
 	res.OKRPS = float64(res.OK) / elapsed.Seconds()
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -26,6 +26,8 @@ type loadFlags struct {
 	runs      int
 	keys      int
 	json      bool
+	cpuPids   string
+	cpu       cpuWatch
 }
 
 func (l *loadFlags) register(fs *flag.FlagSet, defaultRuns int) {
@@ -37,6 +39,7 @@ func (l *loadFlags) register(fs *flag.FlagSet, defaultRuns int) {
 	fs.IntVar(&l.runs, "runs", defaultRuns, "runs of each scenario; the report shows each run and the median")
 	fs.IntVar(&l.keys, "keys", 10000, "keys to pre-create through the API (revoke uses each once)")
 	fs.BoolVar(&l.json, "json", false, "print JSON instead of a table")
+	fs.StringVar(&l.cpuPids, "cpu-pids", "", "report the CPU time per request of these processes, `name=pid,...` (one name on several pids sums them; Linux /proc); compare: of keysd's runs only")
 }
 
 func (l *loadFlags) validate() error {
@@ -48,11 +51,13 @@ func (l *loadFlags) validate() error {
 	if l.clients < 1 || l.runs < 1 || l.duration <= 0 || l.keys < 1 {
 		return fmt.Errorf("--clients, --runs, --keys and --duration must be positive")
 	}
-	return nil
+	var err error
+	l.cpu, err = parseCPUWatch(l.cpuPids)
+	return err
 }
 
 func (l *loadFlags) config(scenario string) loadConfig {
-	return loadConfig{Scenario: scenario, Clients: l.clients, Rate: l.rate, Duration: l.duration, Warmup: l.warmup}
+	return loadConfig{Scenario: scenario, Clients: l.clients, Rate: l.rate, Duration: l.duration, Warmup: l.warmup, CPU: l.cpu}
 }
 
 // targetFlags say where a target is and how to get credentials on it.
@@ -213,7 +218,11 @@ func compareInterleaved(ctx context.Context, lf loadFlags, kt *target, ots []*ta
 		for i := range lf.runs {
 			for j := range order {
 				t := order[(i+j)%len(order)]
-				r, err := runLoad(ctx, t, lf.config(sc))
+				cfg := lf.config(sc)
+				if t != kt {
+					cfg.CPU = nil // --cpu-pids name keysd's processes
+				}
+				r, err := runLoad(ctx, t, cfg)
 				if err != nil {
 					return nil, nil, err
 				}
@@ -286,6 +295,13 @@ func medians(rs []result) []result {
 		m.P99Ms = med(func(r result) float64 { return r.P99Ms })
 		m.P999Ms = med(func(r result) float64 { return r.P999Ms })
 		m.MaxMs = med(func(r result) float64 { return r.MaxMs })
+		if len(m.CPUPerRequestUs) > 0 {
+			cpu := map[string]float64{}
+			for name := range m.CPUPerRequestUs {
+				cpu[name] = med(func(r result) float64 { return r.CPUPerRequestUs[name] })
+			}
+			m.CPUPerRequestUs = cpu
+		}
 		m.Requests, m.OK, m.Unsent, m.Errors = 0, 0, 0, nil
 		for _, r := range runs {
 			m.Requests += r.Requests
@@ -311,10 +327,27 @@ func printTable(w io.Writer, rs []result) {
 		if r.Rate > 0 {
 			load = fmt.Sprintf("%.0f/s open (max %d)", r.Rate, r.Clients)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%s\n", r.Target, r.Scenario, load, r.Requests,
-			r.RPS, r.OKRPS, r.P50Ms, r.P90Ms, r.P99Ms, r.P999Ms, r.MaxMs, formatErrors(r))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%s%s\n", r.Target, r.Scenario, load, r.Requests,
+			r.RPS, r.OKRPS, r.P50Ms, r.P90Ms, r.P99Ms, r.P999Ms, r.MaxMs, formatErrors(r), formatCPU(r))
 	}
 	_ = tw.Flush()
+}
+
+// formatCPU is the CPU per request of the watched processes, "" when none is watched.
+func formatCPU(r result) string {
+	if len(r.CPUPerRequestUs) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(r.CPUPerRequestUs))
+	for n := range r.CPUPerRequestUs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.0f", n, r.CPUPerRequestUs[n])
+	}
+	return "\tCPU µs/request: " + strings.Join(parts, ", ")
 }
 
 func formatErrors(r result) string {
