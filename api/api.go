@@ -52,9 +52,10 @@ type Deps struct {
 	Logger *slog.Logger
 	// Clock is the time that expiry and admin tokens are checked against. Default time.Now.
 	Clock func() time.Time
-	// ReadBarrier makes every read first wait until the projector has reached the stream's
-	// last sequence, so that a change made through another keysd (each with its own read
-	// model) is seen at once.
+	// ReadBarrier makes every read (check, get, list) first wait until the projector has
+	// reached the stream's last sequence as of the read's arrival, so that a change
+	// acknowledged by another keysd is seen at once although this keysd serves keys from its
+	// own memory (readBarrier). The stream is asked once for all the reads arriving together.
 	ReadBarrier bool
 	// Registry is the Prometheus registry served at /metrics and where the API's metrics are
 	// registered, with the Go and process collectors unless it has them. Default: a new one.
@@ -161,6 +162,7 @@ type server struct {
 	// scanLimiter limits credential-scanning reports per client address.
 	scanLimiter *limiter
 	replays     replayCache // completed idempotency records, for repeats
+	position    *streamPosition
 }
 
 // Route names; routeMethodNotAllowed marks a route that only answers 405.
@@ -180,7 +182,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 		limiter: newLimiter(d.RateLimit, d.RateBurst, "Too many requests for this project; retry the request later."),
 		scanLimiter: newLimiter(d.CredentialScanningRate, d.CredentialScanningBurst,
 			"Too many credential-scanning reports from this address; retry the request later.")}
-	m, err := newMetrics(d.Registry, d.Projector, d.Store)
+	s.position = &streamPosition{ask: d.Store.LastSeq, timeout: d.WaitTimeout}
+	m, err := newMetrics(d.Registry, d.Projector, d.Store, d.ReadModel, s.position)
 	if err != nil {
 		return nil, err
 	}

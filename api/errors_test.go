@@ -103,7 +103,7 @@ func TestErrorTable(t *testing.T) {
 func TestInstrument(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg, stoppedProjector{}, nil)
+	m, err := newMetrics(reg, stoppedProjector{}, nil, nil, &streamPosition{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,16 +201,17 @@ func (s *server) key(ctx context.Context, projectID, keyID string) (domain.KeySn
 	return key.Snapshot(), nil
 }
 
-// readBarrier makes a read see every event appended so far, through any keysd, when the
-// deployment asks for it (Deps.ReadBarrier), and while the projector has not yet caught up
-// with the stream since start.
+// readBarrier makes a read see every event appended before it arrived, through any keysd,
+// when the deployment asks for it (Deps.ReadBarrier), and while the projector has not yet
+// caught up with the stream since start: it learns the stream's last sequence (one request
+// shared by the reads arriving together, streamPosition) and waits for the projector.
 func (s *server) readBarrier(ctx context.Context) error {
 	// A projector still catching up after a start (the in-process read model is rebuilt
 	// from the stream) could serve an old state: reads wait for the stream's end then too.
 	if !s.d.ReadBarrier && s.d.Projector.Ready() {
 		return nil
 	}
-	seq, err := s.d.Store.LastSeq(ctx)
+	seq, err := s.position.last(ctx)
 	if err != nil {
 		return fmt.Errorf("read barrier: %w", err)
 	}

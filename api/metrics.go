@@ -35,7 +35,7 @@ func (m *metrics) setReadiness(results []checkResult) {
 	}
 }
 
-func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.Store) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.Store, rm projections.ReadModel, barrier *streamPosition) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyledger_http_requests_total",
@@ -75,6 +75,16 @@ func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.St
 	collectorsToRegister := append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, m.ready, position},
 		projectorCollectors(projector)...)
 	collectorsToRegister = append(collectorsToRegister, storeCollectors(store)...)
+	collectorsToRegister = append(collectorsToRegister, keyIndexCollectors(rm)...)
+	collectorsToRegister = append(collectorsToRegister,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_read_barrier_reads_total",
+			Help: "Reads that waited for the stream's last sequence (the read barrier).",
+		}, func() float64 { return float64(barrier.reads.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_read_barrier_requests_total",
+			Help: "Requests for the stream's last sequence the read barrier sent, each shared by the reads that arrived before it.",
+		}, func() float64 { return float64(barrier.requests.Load()) }))
 	for _, c := range append(collectorsToRegister, groupCommitCollectors(store)...) {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
@@ -124,6 +134,39 @@ func storeCollectors(store *eventstore.Store) []prometheus.Collector {
 			}
 			return 0
 		}),
+	}
+}
+
+// keyIndexCollectors exposes the key index's counters when the read model is one
+// (projections.KeyIndex, as internal/service wires it).
+func keyIndexCollectors(rm projections.ReadModel) []prometheus.Collector {
+	ix, ok := rm.(interface {
+		Stats() projections.KeyIndexStats
+	})
+	if !ok {
+		return nil
+	}
+	counter := func(name, help string, f func(projections.KeyIndexStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(ix.Stats())) })
+	}
+	gauge := func(name, help string, f func(projections.KeyIndexStats) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(f(ix.Stats())) })
+	}
+	return []prometheus.Collector{
+		counter("keyledger_key_index_hits_total", "Key lookups (check, get, a command's load) answered from the key index in memory.",
+			func(s projections.KeyIndexStats) uint64 { return s.Hits }),
+		counter("keyledger_key_index_misses_total", "Key lookups the key index did not hold, read from the read model.",
+			func(s projections.KeyIndexStats) uint64 { return s.Misses }),
+		counter("keyledger_key_index_evictions_total", "Keys dropped from the key index to make room for others.",
+			func(s projections.KeyIndexStats) uint64 { return s.Evictions }),
+		counter("keyledger_key_index_fills_refused_total", "Key states read from the read model (or written by a command) not kept because an event on the key, or on a key of the same slot, was applied meanwhile.",
+			func(s projections.KeyIndexStats) uint64 { return s.FillsRefused }),
+		gauge("keyledger_key_index_keys", "Keys the key index holds.",
+			func(s projections.KeyIndexStats) int { return s.Keys }),
+		gauge("keyledger_key_index_capacity_keys", "Most keys the key index holds (--key-cache-size).",
+			func(s projections.KeyIndexStats) int { return s.Capacity }),
 	}
 }
 

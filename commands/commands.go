@@ -26,10 +26,18 @@ var ErrContention = errors.New("too many concurrent changes to this key; retry")
 // process (keyLocks) before its own turn came. Nothing was appended; retrying later is safe.
 var ErrKeyBusy = errors.New("timed out waiting for earlier changes of this key")
 
-// KeyLookup returns a key's last known state and the stream sequence of its last event, from
-// a cache such as the read model. It may be stale (the append's concurrency check catches
-// that) and may miss keys it has not seen yet (the store is asked then).
-type KeyLookup func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error)
+// KeyStates is the process's index of key states (projections.KeyIndex, handed over by
+// internal/service): where a command starts from, and where it leaves the state it wrote.
+type KeyStates interface {
+	// KeyState returns a key's last known state and the stream sequence of its last event. It
+	// may be stale (the append's concurrency check catches that) and may not know a key yet
+	// (domain.ErrKeyNotFound: the store is asked then).
+	KeyState(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error)
+	// Remember records the state of a key after events this process appended or loaded from
+	// the store, seq being the stream sequence of the key's last message, and createdSeq that
+	// of its creation when known (else 0). A state older than the one held is ignored.
+	Remember(key domain.KeySnapshot, seq, createdSeq uint64)
+}
 
 // Config configures the command handler.
 type Config struct {
@@ -70,21 +78,27 @@ func (c Config) Validate() error {
 // Handler executes commands against the event store.
 type Handler struct {
 	store  *eventstore.Store
-	cached KeyLookup
+	states KeyStates
 	hasher *domain.Hasher
 	cfg    Config
 	locks  *keyLocks
-	recent *recentWrites
 }
 
-// New returns a command handler. cached may be nil: state is then always loaded from the
+// New returns a command handler. states may be nil: state is then always loaded from the
 // event store.
-func New(store *eventstore.Store, cached KeyLookup, hasher *domain.Hasher, cfg Config) (*Handler, error) {
+func New(store *eventstore.Store, states KeyStates, hasher *domain.Hasher, cfg Config) (*Handler, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{store: store, cached: cached, hasher: hasher, cfg: cfg, locks: newKeyLocks(), recent: newRecentWrites(100_000)}, nil
+	return &Handler{store: store, states: states, hasher: hasher, cfg: cfg, locks: newKeyLocks()}, nil
+}
+
+// remember hands a key's state to the index, if there is one.
+func (h *Handler) remember(key domain.KeySnapshot, seq, createdSeq uint64) {
+	if h.states != nil {
+		h.states.Remember(key, seq, createdSeq)
+	}
 }
 
 // Caller is who issues a command and in which request.
@@ -156,7 +170,7 @@ func (h *Handler) CreateKey(ctx context.Context, c Caller, k NewKey) (CreatedKey
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	h.recent.put(key.Snapshot(), seq)
+	h.remember(key.Snapshot(), seq, seq)
 	return CreatedKey{Result: Result{Key: key.Snapshot(), Seq: seq}, Secret: secret}, nil
 }
 
@@ -201,7 +215,7 @@ func (h *Handler) RotateKey(ctx context.Context, c Caller, keyID string, grace t
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	h.recent.put(key.Snapshot(), res.Seq)
+	h.remember(key.Snapshot(), res.Seq, res.Seq) // the rotation's last event creates it
 	return CreatedKey{Result: Result{Key: key.Snapshot(), Seq: res.Seq}, Secret: secret}, nil
 }
 
@@ -216,8 +230,8 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 		return Result{}, fmt.Errorf("update key %s: %w", keyID, err)
 	}
 	defer unlock()
-	from := fromRecent
-	if h.cached == nil {
+	from := fromIndex
+	if h.states == nil {
 		from = fromStore
 	}
 	for attempt := 1; ; attempt++ {
@@ -257,7 +271,7 @@ func (h *Handler) updateKey(ctx context.Context, c Caller, keyID string,
 				}
 				keySeq = last - uint64(len(events)-1-i) // one batch: consecutive sequences
 			}
-			h.recent.put(key.Snapshot(), keySeq)
+			h.remember(key.Snapshot(), keySeq, 0)
 			return Result{Key: key.Snapshot(), Seq: last}, nil
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {
@@ -285,55 +299,41 @@ func (h *Handler) append(ctx context.Context, expected uint64, events []domain.E
 type stateSource int
 
 const (
-	// fromRecent: this process's last write or load of the key, else the read model. It is
-	// at least as recent as the read model unless another keysd wrote the key since, which
-	// the append's concurrency check catches; it saves a read-model query per command
-	// (profiled: a fifth of keysd's CPU on PATCH with the PostgreSQL read model).
-	fromRecent stateSource = iota
+	// fromIndex: the process's index of key states (KeyStates), which falls back to the read
+	// model. It is at least as recent as the read model, and as this process's own last
+	// write; only a change through another keysd that this one has not projected yet makes
+	// it stale, and the append's concurrency check catches that. It saves a read-model
+	// query per command (profiled: a fifth of keysd's CPU on PATCH with PostgreSQL).
+	fromIndex stateSource = iota
 	// fromStore: the key's events in the stream, the source of truth.
 	fromStore
 )
 
 // load returns the key and the sequence of its last event.
 func (h *Handler) load(ctx context.Context, projectID, keyID string, from stateSource) (*domain.Key, uint64, error) {
-	if from != fromStore {
-		w, recent := h.recent.get(projectID, keyID)
-		if recent && from == fromRecent {
-			return domain.RestoreKey(w.key), w.seq, nil
-		}
-		snap, seq, err := h.cached(ctx, projectID, keyID)
-		if err != nil && !errors.Is(err, domain.ErrKeyNotFound) {
-			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
-		}
-		if recent && (err != nil || w.seq > seq) {
-			return domain.RestoreKey(w.key), w.seq, nil
-		}
-		if err == nil {
-			h.recent.put(snap, seq)
+	if h.states != nil {
+		snap, seq, err := h.states.KeyState(ctx, projectID, keyID)
+		switch {
+		case err == nil && from == fromIndex:
 			return domain.RestoreKey(snap), seq, nil
-		}
-		// Not seen by the cache yet: perhaps created through another instance.
-	}
-	if from == fromStore && h.cached != nil {
-		// The read model's row of the key is the fold of its events up to the row's sequence:
-		// start from it and fold only what the stream has after it. A key with a long history
-		// (hundreds of thousands of renames) would otherwise take seconds to load, under its
-		// lock, after every conflict.
-		snap, seq, err := h.cached(ctx, projectID, keyID)
-		if err == nil {
+		case err == nil:
+			// The index's state is the fold of the key's events up to seq: start from it and
+			// fold only what the stream has after it. A key with a long history (hundreds of
+			// thousands of renames) would otherwise take seconds to load, under its lock,
+			// after every conflict.
 			key, last, err := h.foldTail(ctx, domain.RestoreKey(snap), seq)
 			if err == nil {
-				h.recent.put(key.Snapshot(), last)
+				h.remember(key.Snapshot(), last, 0)
 			}
 			return key, last, err
-		}
-		if !errors.Is(err, domain.ErrKeyNotFound) {
+		case !errors.Is(err, domain.ErrKeyNotFound):
 			return nil, 0, fmt.Errorf("load key %s: %w", keyID, err)
 		}
+		// Not known yet: perhaps created through another instance a moment ago.
 	}
 	key, seq, err := h.LoadKey(ctx, projectID, keyID)
 	if err == nil {
-		h.recent.put(key.Snapshot(), seq)
+		h.remember(key.Snapshot(), seq, 0)
 	}
 	return key, seq, err
 }

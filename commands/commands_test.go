@@ -29,20 +29,57 @@ func setup(t *testing.T) (*eventstore.Store, *domain.Hasher) {
 	return store, h
 }
 
-func newHandler(t *testing.T, store *eventstore.Store, h *domain.Hasher, cached commands.KeyLookup, attempts int) *commands.Handler {
+func newHandler(t *testing.T, store *eventstore.Store, h *domain.Hasher, states commands.KeyStates, attempts int) *commands.Handler {
 	t.Helper()
-	cmds, err := commands.New(store, cached, h, commands.Config{MaxAttempts: attempts})
+	cmds, err := commands.New(store, states, h, commands.Config{MaxAttempts: attempts})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cmds
 }
 
-// frozen is a cache that never learns anything after the key's creation: the worst stale read
-// model there can be.
-func frozen(created commands.Result) commands.KeyLookup {
+// readOnly is an index that answers with lookup and learns nothing from commands.
+type readOnly func(ctx context.Context, p, k string) (domain.KeySnapshot, uint64, error)
+
+func (r readOnly) KeyState(ctx context.Context, p, k string) (domain.KeySnapshot, uint64, error) {
+	return r(ctx, p, k)
+}
+
+func (readOnly) Remember(domain.KeySnapshot, uint64, uint64) {}
+
+// frozen is an index that never learns anything after the key's creation: the worst stale
+// state there can be.
+func frozen(created commands.Result) readOnly {
 	return func(context.Context, string, string) (domain.KeySnapshot, uint64, error) {
 		return created.Key, created.Seq, nil
+	}
+}
+
+// ownWrites is an index that holds what its instance remembered, in front of fallback.
+type ownWrites struct {
+	mu       sync.Mutex
+	held     map[string]commands.Result
+	fallback func(ctx context.Context, p, k string) (domain.KeySnapshot, uint64, error)
+}
+
+func (o *ownWrites) KeyState(ctx context.Context, p, k string) (domain.KeySnapshot, uint64, error) {
+	o.mu.Lock()
+	r, ok := o.held[k]
+	o.mu.Unlock()
+	if ok {
+		return r.Key, r.Seq, nil
+	}
+	return o.fallback(ctx, p, k)
+}
+
+func (o *ownWrites) Remember(key domain.KeySnapshot, seq, _ uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.held == nil {
+		o.held = map[string]commands.Result{}
+	}
+	if seq > o.held[key.ID].Seq {
+		o.held[key.ID] = commands.Result{Key: key, Seq: seq}
 	}
 }
 
@@ -195,7 +232,8 @@ func TestNoOpAnswersWithChangesMadeElsewhere(t *testing.T) {
 	ctx := context.Background()
 	c := caller
 	c.ProjectID = "5d7a4c1e-2b9f-4e8a-9c3d-1f2e3a4b5c6d"
-	// A read model that has applied every acknowledged event.
+	// Each instance's index holds what it wrote itself, in front of a read model that has
+	// applied every acknowledged event.
 	current := func(ctx context.Context, p, k string) (domain.KeySnapshot, uint64, error) {
 		key, seq, err := newHandler(t, store, h, nil, 0).LoadKey(ctx, p, k)
 		if err != nil {
@@ -203,7 +241,8 @@ func TestNoOpAnswersWithChangesMadeElsewhere(t *testing.T) {
 		}
 		return key.Snapshot(), seq, nil
 	}
-	a, b := newHandler(t, store, h, current, 0), newHandler(t, store, h, current, 0)
+	a := newHandler(t, store, h, &ownWrites{fallback: current}, 0)
+	b := newHandler(t, store, h, &ownWrites{fallback: current}, 0)
 	created, err := b.CreateKey(ctx, c, commands.NewKey{UserID: "u", Description: "v0"})
 	if err != nil {
 		t.Fatal(err)
@@ -279,9 +318,9 @@ func TestReloadAfterAConflictFoldsOnlyTheTailOntoTheReadModel(t *testing.T) {
 	lookup := func(context.Context, string, string) (domain.KeySnapshot, uint64, error) {
 		return row, renamed.Seq, nil
 	}
-	cmds := newHandler(t, store, h, lookup, 0)
-	// This handler's own last write of the key becomes stale when the other instance renames
-	// it again, so its next command conflicts and reloads.
+	cmds := newHandler(t, store, h, readOnly(lookup), 0)
+	// The row becomes stale when the other instance renames the key again, so the next
+	// command conflicts and reloads.
 	if _, err := cmds.UpdateKey(ctx, c, created.Key.ID, desc("v2")); err != nil {
 		t.Fatal(err)
 	}

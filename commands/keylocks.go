@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"sync"
-
-	"github.com/keyledger/keyledger/domain"
 )
 
 // keyLocks serialises commands on one key within this process, so that local requests queue
@@ -38,43 +35,4 @@ func (l *keyLocks) lock(ctx context.Context, projectID, keyID string) (unlock fu
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %w", ErrKeyBusy, ctx.Err())
 	}
-}
-
-// recentWrites remembers the state of the keys this process last wrote or loaded, with the
-// stream sequence of their last event: a command starts from it without asking the read
-// model. An entry is stale only when another process wrote the key since; the append's
-// concurrency check refuses the command then, and the retry reloads the key from the store.
-// It holds at most max keys (a bounded cache: an evicted key is loaded again).
-type recentWrites struct {
-	mu      sync.Mutex
-	entries map[string]recentWrite
-	max     int
-}
-
-type recentWrite struct {
-	key domain.KeySnapshot
-	seq uint64
-}
-
-func newRecentWrites(max int) *recentWrites {
-	return &recentWrites{entries: make(map[string]recentWrite), max: max}
-}
-
-func (r *recentWrites) get(projectID, keyID string) (recentWrite, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	w, ok := r.entries[projectID+"/"+keyID]
-	return w, ok
-}
-
-func (r *recentWrites) put(key domain.KeySnapshot, seq uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.entries) >= r.max {
-		for k := range r.entries { // drop an arbitrary entry; it is only a shortcut
-			delete(r.entries, k)
-			break
-		}
-	}
-	r.entries[key.ProjectID+"/"+key.ID] = recentWrite{key: key, seq: seq}
 }

@@ -20,7 +20,9 @@ type keyState struct {
 	CreatedSeq uint64
 }
 
-func (k keyState) view() KeyView { return KeyView{KeySnapshot: k.KeySnapshot, LastSeq: k.LastSeq} }
+func (k keyState) view() KeyView {
+	return KeyView{KeySnapshot: k.KeySnapshot, LastSeq: k.LastSeq, CreatedSeq: k.CreatedSeq}
+}
 
 // unapplied returns the events of a batch that lie beyond the checkpoint. If the first of
 // them is not checkpoint+1 it returns a *GapError instead: events in between were never

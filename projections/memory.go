@@ -257,10 +257,13 @@ func encode(project uint32, s keyState) *memKey {
 }
 
 // decode expands a record; the caller holds m.mu.
-func (m *Memory) decode(rec *memKey) keyState {
+func (m *Memory) decode(rec *memKey) keyState { return rec.state(m.projects[rec.project].id) }
+
+// state expands a record of a key of project projectID.
+func (rec *memKey) state(projectID string) keyState {
 	s := keyState{
 		KeySnapshot: domain.KeySnapshot{
-			ProjectID:   m.projects[rec.project].id,
+			ProjectID:   projectID,
 			UserID:      rec.userID,
 			Description: rec.description,
 			CreatedAt:   time.UnixMilli(rec.createdAt).UTC(),

@@ -20,7 +20,6 @@ type Postgres struct {
 	pool   *pgxpool.Pool
 	schema string
 	sql    pgStatements
-	rows   writtenRows
 }
 
 var _ ReadModel = (*Postgres)(nil)

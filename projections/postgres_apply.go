@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,64 +17,6 @@ import (
 	"github.com/keyledger/keyledger/eventstore"
 )
 
-// writtenRows keeps the rows of api_keys this instance's projector last wrote or read, so
-// that the next batch need not read them back. They are the table's rows only while the
-// checkpoint is still the one this instance committed with them: every writer moves the
-// checkpoint under its row lock, so a checkpoint that moved otherwise means another writer
-// (another keysd, a rebuild's swap) may have changed them, and they are dropped.
-type writtenRows struct {
-	mu   sync.Mutex
-	at   uint64               // the checkpoint committed with these rows; 0: none are known
-	keys map[keyRef]*keyState // never changed in place: a batch's fold makes new states
-}
-
-// maxWrittenRows bounds writtenRows; past it the cache starts again empty.
-const maxWrittenRows = 100_000
-
-// lookup returns the cached rows among refs, the refs it does not have, and the checkpoint
-// the cached rows belong to.
-func (w *writtenRows) lookup(projects, ids []string) (map[keyRef]*keyState, []string, []string, uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.at == 0 || len(w.keys) == 0 {
-		return nil, projects, ids, 0
-	}
-	hits := make(map[keyRef]*keyState, len(ids))
-	var missP, missI []string
-	for i := range ids {
-		ref := keyRef{projects[i], ids[i]}
-		if st, ok := w.keys[ref]; ok {
-			hits[ref] = st
-			continue
-		}
-		missP, missI = append(missP, projects[i]), append(missI, ids[i])
-	}
-	return hits, missP, missI, w.at
-}
-
-// remember records rows as of checkpoint at, which this instance just committed; the rows
-// it already had stay only if they belonged to the checkpoint this commit started from.
-func (w *writtenRows) remember(from, at uint64, rows map[keyRef]*keyState) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.at != from || w.keys == nil || len(w.keys)+len(rows) > maxWrittenRows {
-		w.keys = make(map[keyRef]*keyState, len(rows))
-	}
-	for ref, st := range rows {
-		if st != nil {
-			w.keys[ref] = st
-		}
-	}
-	w.at = at
-}
-
-// forget drops every row: after a failure, the table's state is not known.
-func (w *writtenRows) forget() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.at, w.keys = 0, nil
-}
-
 // Apply implements ReadModel in one transaction of its own: lock the checkpoint, read the
 // keys the batch touches, evolve them in memory, and write the changed rows, new projects
 // and the new checkpoint with one statement each. The statements go in two pipelined round
@@ -83,26 +24,14 @@ func (w *writtenRows) forget() {
 // batch's size. A failure anywhere leaves the transaction open, and the pool closes such a
 // connection instead of reusing it: nothing of the batch is committed.
 func (p *Postgres) Apply(ctx context.Context, events []eventstore.RecordedEvent) (uint64, error) {
-	if len(events) == 0 {
-		return p.Checkpoint(ctx)
-	}
-	conn, err := p.pool.Acquire(ctx)
-	if err != nil {
-		return 0, applyError(events, err)
-	}
-	defer conn.Release() // closed rather than reused if still in the transaction
-	checkpoint, err := p.apply(ctx, conn.Conn(), events, true)
-	if err != nil {
-		return checkpoint, applyError(events, err)
-	}
-	return checkpoint, nil
+	return p.applyWithPrior(ctx, events, nil)
 }
 
 // applyInTx is Apply within tx, which it leaves open for its caller to commit: the same
 // statements without BEGIN and COMMIT. Rebuild uses it to apply the last events under the
 // swap's lock; with no events it locks the checkpoint and returns it.
 func (p *Postgres) applyInTx(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) (uint64, error) {
-	checkpoint, err := p.apply(ctx, tx, events, false)
+	checkpoint, err := p.apply(ctx, tx, events, false, nil)
 	if err != nil {
 		return checkpoint, applyError(events, err)
 	}
@@ -125,19 +54,36 @@ type pgConn interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// apply is the one apply path. With own it runs its own transaction on the connection c and
-// remembers the rows it committed (writtenRows); without, c is a transaction its caller
-// commits, and no rows are remembered since they are not committed yet. A *GapError comes
-// with the checkpoint.
-func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.RecordedEvent, own bool) (uint64, error) {
+// applyWithPrior is Apply starting from the states an index holds (KeyIndex), for the rows
+// they are: those it holds as of the checkpoint the transaction finds.
+func (p *Postgres) applyWithPrior(ctx context.Context, events []eventstore.RecordedEvent, prior priorStates) (uint64, error) {
+	if len(events) == 0 {
+		return p.Checkpoint(ctx)
+	}
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return 0, applyError(events, err)
+	}
+	defer conn.Release() // closed rather than reused if still in the transaction
+	checkpoint, err := p.apply(ctx, conn.Conn(), events, true, prior)
+	if err != nil {
+		return checkpoint, applyError(events, err)
+	}
+	return checkpoint, nil
+}
+
+// apply is the one apply path. With own it runs its own transaction on the connection c;
+// without, c is a transaction its caller commits. prior, if not nil, gives the states of
+// keys that need not be read back (KeyIndex.prior). A *GapError comes with the checkpoint.
+func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.RecordedEvent, own bool, prior priorStates) (uint64, error) {
 	// Read the keys of every event in the batch, before knowing which are beyond the
-	// checkpoint (the rows of the others are read and not used), except those this instance
-	// wrote last: they are still the table's rows if the checkpoint is still its own.
+	// checkpoint (the rows of the others are read and not used), except those the index
+	// holds: they are the table's rows if the checkpoint is the index's position.
 	projects, ids := keyRefs(events)
 	var cached map[keyRef]*keyState
 	var cachedAt uint64
-	if own {
-		cached, projects, ids, cachedAt = p.rows.lookup(projects, ids)
+	if prior != nil {
+		cached, projects, ids, cachedAt = prior(projects, ids)
 	}
 	b := &pgx.Batch{}
 	if own {
@@ -168,13 +114,11 @@ func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.Reco
 		err = cerr
 	}
 	if err != nil {
-		p.rows.forget()
 		return 0, fmt.Errorf("lock checkpoint and read keys: %w", err)
 	}
 	checkpoint := uint64(pos)
 	if len(cached) > 0 && checkpoint != cachedAt {
-		// Someone else moved the checkpoint since this instance wrote those rows: read them.
-		p.rows.forget()
+		// The table is not where the index is (another keysd applied more): read them.
 		var cp, ci []string
 		for ref := range cached {
 			cp, ci = append(cp, ref.project), append(ci, ref.key)
@@ -203,7 +147,6 @@ func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.Reco
 		st := row.state()
 		keys[keyRef{st.ProjectID, st.ID}] = &st
 	}
-	from := checkpoint
 	w, checkpoint := fold(checkpoint, todo, keys)
 	b = &pgx.Batch{}
 	w.queue(b, p.sql)
@@ -212,12 +155,7 @@ func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.Reco
 		b.Queue("COMMIT")
 	}
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
-		p.rows.forget()
 		return 0, err
-	}
-	if own {
-		// keys now holds the rows as committed: those read and those the batch changed.
-		p.rows.remember(from, checkpoint, keys)
 	}
 	return checkpoint, nil
 }

@@ -17,11 +17,13 @@ import (
 	"github.com/keyledger/keyledger/eventstore"
 )
 
-// KeyView is a key as the read model serves it, with the stream sequence of its latest
-// event (the expected sequence for the next append to it).
+// KeyView is a key as the read model serves it, with the stream sequences of its latest
+// event (the expected sequence for the next append to it) and of its creation (0 from a
+// KeyIndex that holds a command's write of a key whose creation the command did not know).
 type KeyView struct {
 	domain.KeySnapshot
-	LastSeq uint64
+	LastSeq    uint64
+	CreatedSeq uint64
 }
 
 // ReadModel is what the API queries and the projector writes. The PostgreSQL and the
@@ -58,16 +60,4 @@ type GapError struct{ Checkpoint, Offered uint64 }
 
 func (e *GapError) Error() string {
 	return fmt.Sprintf("read model is at sequence %d but was offered %d: read again from %d", e.Checkpoint, e.Offered, e.Checkpoint+1)
-}
-
-// KeyLookup is the command side's view of a read model (commands.KeyLookup): a key's state
-// and the stream sequence of its last event.
-func KeyLookup(rm ReadModel) func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
-	return func(ctx context.Context, projectID, keyID string) (domain.KeySnapshot, uint64, error) {
-		v, err := rm.Key(ctx, projectID, keyID)
-		if err != nil {
-			return domain.KeySnapshot{}, 0, err
-		}
-		return v.KeySnapshot, v.LastSeq, nil
-	}
 }

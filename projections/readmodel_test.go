@@ -24,22 +24,16 @@ func TestPostgresReadModel(t *testing.T) {
 	readmodeltest.TestReadModel(t, newPostgres)
 }
 
-// The cache in front of PostgreSQL must behave as the read model does, reads right after each
-// Apply included; a tiny cache also exercises eviction.
-func TestKeyCacheOverPostgres(t *testing.T) {
-	testenv.Heavy(t, "the suite twice more on PostgreSQL (its parts run alone in TestPostgresReadModel and TestKeyCacheOverMemory)")
-	t.Run("large", func(t *testing.T) {
-		readmodeltest.TestReadModel(t, func(t *testing.T) projections.ReadModel { return projections.NewKeyCache(newPostgres(t), 10_000) })
-	})
-	t.Run("tiny", func(t *testing.T) {
-		readmodeltest.TestReadModel(t, func(t *testing.T) projections.ReadModel { return projections.NewKeyCache(newPostgres(t), 2) })
-	})
+// The key index in front of each read model behaves as the read model does, and keeps its
+// freshness rules over both (readmodeltest.TestKeyIndex).
+func TestKeyIndexOverPostgres(t *testing.T) {
+	t.Parallel()
+	readmodeltest.TestKeyIndex(t, newPostgres)
 }
 
-func TestKeyCacheOverMemory(t *testing.T) {
-	readmodeltest.TestReadModel(t, func(t *testing.T) projections.ReadModel {
-		return projections.NewKeyCache(projections.NewMemory(), 10_000)
-	})
+func TestKeyIndexOverMemory(t *testing.T) {
+	t.Parallel()
+	readmodeltest.TestKeyIndex(t, func(t *testing.T) projections.ReadModel { return projections.NewMemory() })
 }
 
 // newPostgres opens a read model in a fresh database of its own.
@@ -126,29 +120,43 @@ func benchmarkPostgresApply(b *testing.B, size int) {
 	b.ReportMetric(float64(applied)/time.Since(start).Seconds(), "events/s")
 }
 
-// TestPostgresWrittenRowsAreDroppedWhenAnotherWriterMovedOn: an instance reuses the rows it
-// wrote instead of reading them back, but only while the checkpoint is the one it committed.
-// Two instances applying one stream in turns must each read what the other wrote: the key
-// ends as the whole stream says, every rename applied.
-func TestPostgresWrittenRowsAreDroppedWhenAnotherWriterMovedOn(t *testing.T) {
+// TestKeyIndexesOfInstancesSharingPostgres: two keysd, each with its key index, apply one
+// stream to one database in turns, each from its own checkpoint as its projector does. The
+// PostgreSQL apply starts from the index's states only where the database is at the index's
+// position; after the other instance moved it on, it reads the rows back. Both indexes and
+// the database end as the whole stream says, every rename applied once.
+func TestKeyIndexesOfInstancesSharingPostgres(t *testing.T) {
 	t.Parallel()
 	url := testenv.Postgres(t)
-	a, b := openPostgres(t, url, projections.PostgresConfig{}), openPostgres(t, url, projections.PostgresConfig{})
+	pgA, pgB := openPostgres(t, url, projections.PostgresConfig{}), openPostgres(t, url, projections.PostgresConfig{})
+	a, b := projections.NewKeyIndex(pgA, 100), projections.NewKeyIndex(pgB, 100)
 	ctx := context.Background()
 	h := readmodeltest.NewHistory(t)
 	p := h.CreateProject("turns")
 	key := h.CreateKey(p, "u", "v0")
-	h.ApplyAll(a) // a knows the key's row as it wrote it
-	for i, pg := range []*projections.Postgres{b, a, a, b, a} {
+	catchUp := func(ix *projections.KeyIndex) {
+		t.Helper()
+		cp, err := ix.Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ix.Apply(ctx, h.Events()[cp:]); err != nil || got != uint64(len(h.Events())) {
+			t.Fatalf("apply from %d: %d, %v", cp, got, err)
+		}
+		h.AssertKey(ix, p, key) // held from the first turn on
+	}
+	catchUp(a)
+	catchUp(b)
+	for i, ix := range []*projections.KeyIndex{b, a, a, b, a, b, b} {
 		h.Rename(p, key, fmt.Sprint("v", i+1))
-		h.ApplyAll(pg)
+		catchUp(ix)
 	}
-	got, err := b.Key(ctx, p, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Description != "v5" || got.Version != 6 {
-		t.Fatalf("key after renames through two instances: %q version %d, want v5 version 6", got.Description, got.Version)
+	catchUp(a)
+	h.AssertKey(pgA, p, key)
+	for name, ix := range map[string]*projections.KeyIndex{"a": a, "b": b} {
+		if s := ix.Stats(); s.Misses != 1 || s.Hits == 0 {
+			t.Fatalf("instance %s read its key from PostgreSQL more than once: %+v", name, s)
+		}
 	}
 	h.AssertCheckpoint(a, uint64(len(h.Events())))
 }

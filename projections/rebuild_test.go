@@ -23,6 +23,7 @@ type keysdLike struct {
 	env     *streamEnv
 	url     string
 	live    *Postgres
+	index   *KeyIndex // in front of live, as keysd runs it
 	proj    *Projector
 	handler *commands.Handler
 	project string
@@ -33,12 +34,13 @@ func newKeysdLike(t *testing.T) *keysdLike {
 	env := newStreamEnv(t)
 	url := testenv.Postgres(t)
 	live := openPostgres(t, url, PostgresConfig{})
-	proj := env.run(t, NewProjector(env.store, live, testProjectorConfig(func(c *ProjectorConfig) { c.MaxBatch = 50 })))
+	index := NewKeyIndex(live, 1000)
+	proj := env.run(t, NewProjector(env.store, index, testProjectorConfig(func(c *ProjectorConfig) { c.MaxBatch = 50 })))
 	hasher, err := domain.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := commands.New(env.store, KeyLookup(live), hasher, commands.Config{})
+	h, err := commands.New(env.store, index, hasher, commands.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func newKeysdLike(t *testing.T) *keysdLike {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &keysdLike{env: env, url: url, live: live, proj: proj, handler: h, project: p.Project.ID}
+	return &keysdLike{env: env, url: url, live: live, index: index, proj: proj, handler: h, project: p.Project.ID}
 }
 
 func (k *keysdLike) caller() commands.Caller {
@@ -92,9 +94,9 @@ func (k *keysdLike) load(t *testing.T, ids []string, writers int, stop <-chan st
 					err = k.proj.WaitFor(ctx, res.Seq)
 				}
 				if err == nil {
-					// Read-your-writes, whichever schema is live by now.
+					// Read-your-writes, whichever schema is live by now, as keysd serves it.
 					var v KeyView
-					v, err = k.live.Key(ctx, k.project, res.Key.ID)
+					v, err = k.index.Key(ctx, k.project, res.Key.ID)
 					if err == nil && (v.Version < res.Key.Version || v.LastSeq < res.Seq) {
 						err = fmt.Errorf("after waiting for %d, key %s is at version %d (sequence %d), want at least %d", res.Seq, res.Key.ID, v.Version, v.LastSeq, res.Key.Version)
 					}

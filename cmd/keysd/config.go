@@ -13,6 +13,7 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/projections"
 )
 
 // config is keysd's configuration (CONTRACT section 1). Every flag also reads an environment
@@ -60,7 +61,7 @@ func defaultConfig() config {
 		RateLimit:        1000,
 		LogLevel:         "info",
 		KeyCache:         "auto",
-		KeyCacheSize:     200_000,
+		KeyCacheSize:     projections.DefaultKeyIndexSize,
 		LastUseInterval:  5 * time.Second,
 	}
 }
@@ -91,13 +92,13 @@ func (c *config) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.SecretFile, "secret-file", c.SecretFile, "server-side secret `file` shared by the deployment; created when missing (default <data-dir>/secret)")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", c.StreamReplicas, "replicas (`1 to 5`) of every stream keysd creates: 3 on a NATS cluster; an existing stream is used as it is")
 	fs.BoolVar(&c.SyncAlways, "sync-always", c.SyncAlways, "every append on disk before its acknowledgement (survives machine crashes): the embedded NATS server syncs every write, and concurrent appends on different keys are group-committed to share one flush; with --nats-url, set it when that server runs with sync_interval: always")
-	fs.StringVar(&c.ReadBarrier, "read-barrier", c.ReadBarrier, "reads wait for the projector to reach the stream's end: `auto` (when several instances may share the stream with per-process read models), on, off")
+	fs.StringVar(&c.ReadBarrier, "read-barrier", c.ReadBarrier, "reads wait for the projector to reach the stream's end as of their arrival (one request to NATS shared by the reads arriving together), so that a change acknowledged by any keysd is seen: `auto` (with --nats-url, where other keysd may write, unless reads go to a shared PostgreSQL with --key-cache off), on, off")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "API `requests per second` allowed to each project; more get 429 RATE_LIMITED; 0: no limit")
 	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "`requests` a project may send at once above --rate-limit; 0: twice --rate-limit")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight requests (a `duration` such as 20s)")
 	fs.DurationVar(&c.StartupTimeout, "startup-timeout", c.StartupTimeout, "how long keysd waits at start for NATS, JetStream and PostgreSQL to answer, retrying with backoff, before it exits (a `duration`)")
-	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "keep keys read from the PostgreSQL read model in memory, dropped by the projector when they change: `auto` (when this keysd sees every change before answering: embedded NATS, or the read barrier on), on, off")
-	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key cache holds")
+	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "the key index: keys checked, read and written kept in memory and updated by the projector from the stream: `auto` or on (any topology), off (every read goes to the read model)")
+	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key index holds (about 300 bytes each)")
 	fs.DurationVar(&c.LastUseInterval, "last-use-interval", c.LastUseInterval, "how often each key's last successful check is written to the KEYLEDGER_LAST_USED bucket (a `duration`, at most 30s, so that last_used_at is under 60s behind); 0: no recording and last_used_at stays null (for benchmarks only)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve Go's profiler (net/http/pprof) on this `address`, for performance work; empty: off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
@@ -260,9 +261,6 @@ func (c config) Validate() error {
 	default:
 		bad("key-cache", c.KeyCache, "want auto, on or off")
 	}
-	if c.KeyCache == "on" && c.DatabaseURL == "" {
-		bad("key-cache", c.KeyCache, "caches the PostgreSQL read model: it needs --database-url")
-	}
 	if c.KeyCacheSize < 1 {
 		bad("key-cache-size", c.KeyCacheSize, "must be positive")
 	}
@@ -301,8 +299,10 @@ func (c config) natsConfig() eventstore.ConnectConfig {
 	}
 }
 
-// readBarrier: with an external NATS and a per-process read model, another keysd may have
-// written a change this one has not projected yet, so reads first catch up with the stream.
+// readBarrier: with an external NATS another keysd may have acknowledged a change that this
+// one has not projected yet, and this one serves keys from its own memory (the key index) or
+// its own in-process read model, so reads first catch up with the stream. Only reads that go
+// to a shared PostgreSQL, updated before any keysd acknowledges a change, need no barrier.
 func (c config) readBarrier() bool {
 	switch c.ReadBarrier {
 	case "on":
@@ -310,20 +310,14 @@ func (c config) readBarrier() bool {
 	case "off":
 		return false
 	}
-	return c.NATSURL != "" && c.DatabaseURL == ""
+	return c.NATSURL != "" && (c.DatabaseURL == "" || c.keyIndexSize() > 0)
 }
 
-// keyCache: the cache of PostgreSQL rows is dropped by this keysd's projector, so a change
-// made through another keysd sharing the database would be served stale until this projector
-// applies it. auto turns it on only when that cannot happen: an embedded NATS server (this
-// keysd is the only writer) or the read barrier (reads wait for the projector to reach the
-// stream's end).
-func (c config) keyCache() bool {
-	switch c.KeyCache {
-	case "on":
-		return c.DatabaseURL != ""
-	case "off":
-		return false
+// keyIndexSize is the most keys the key index holds: --key-cache-size, or none with
+// --key-cache off (service.Config.KeyIndexSize's negative).
+func (c config) keyIndexSize() int {
+	if c.KeyCache == "off" {
+		return -1
 	}
-	return c.DatabaseURL != "" && (c.NATSURL == "" || c.readBarrier())
+	return c.KeyCacheSize
 }

@@ -70,7 +70,6 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		{args: []string{"--shutdown-timeout", "0s"}, mentions: []string{"--shutdown-timeout", "must be positive"}},
 		{args: []string{"--read-barrier", "sometimes"}, mentions: []string{"--read-barrier", `"sometimes"`, "auto, on or off"}},
 		{env: map[string]string{"KEYS_KEY_CACHE": "maybe"}, mentions: []string{"KEYS_KEY_CACHE", `"maybe"`}},
-		{args: []string{"--key-cache", "on"}, mentions: []string{"--key-cache", "--database-url"}},
 		{env: map[string]string{"KEYS_KEY_CACHE_SIZE": "0"}, mentions: []string{"KEYS_KEY_CACHE_SIZE", "must be positive"}},
 		{env: map[string]string{"KEYS_RATE_LIMIT": "fast"}, mentions: []string{"KEYS_RATE_LIMIT", `"fast"`, "number"}},
 		{args: []string{"--rate-burst", "-1"}, mentions: []string{"--rate-burst", "-1", "negative"}},
@@ -137,7 +136,7 @@ func TestEveryFlagHasItsVariable(t *testing.T) {
 		"startup-timeout":    {"2m0s", nil},
 		"rate-limit":         {"12.5", nil},
 		"rate-burst":         {"7", nil},
-		"key-cache":          {"on", map[string]string{"KEYS_DATABASE_URL": "postgres://db/x"}},
+		"key-cache":          {"off", nil},
 		"key-cache-size":     {"42", nil},
 		"last-use-interval":  {"10s", nil},
 		"pprof-addr":         {"127.0.0.1:6060", nil},
@@ -194,32 +193,33 @@ func TestUnknownVariablesAreNamed(t *testing.T) {
 	}
 }
 
-// TestKeyCachePolicy: auto caches PostgreSQL rows only where this keysd sees every change
-// before it is acknowledged (docs/architecture.md).
-func TestKeyCachePolicy(t *testing.T) {
+// TestReadBarrierAndKeyIndexPolicy: the key index is on in every topology unless turned off,
+// and auto turns the read barrier on wherever another keysd may acknowledge a change that
+// this one would otherwise serve from its own memory (docs/architecture.md).
+func TestReadBarrierAndKeyIndexPolicy(t *testing.T) {
 	const db, external = "postgres://db/x", "nats://n:4222"
 	for _, tc := range []struct {
 		keyCache, databaseURL, natsURL, readBarrier string
-		want                                        bool
+		index                                       int
+		barrier                                     bool
 	}{
-		{"auto", "", "", "auto", false},       // in-process read model: nothing to cache
-		{"auto", db, "", "auto", true},        // embedded NATS: the only writer
-		{"auto", db, external, "auto", false}, // shared PostgreSQL: another keysd may write
-		{"auto", db, external, "on", true},    // the read barrier catches up first
-		{"auto", db, "", "off", true},         // still the only writer
-		{"on", db, external, "auto", true},    // the operator's choice
-		{"off", db, "", "auto", false},        // the operator's choice
-		{"auto", "", external, "auto", false}, // in-process read model
-		{"off", db, external, "on", false},    // off wins over the barrier
+		{"auto", "", "", "auto", 200_000, false},      // embedded NATS: the only writer
+		{"auto", db, "", "auto", 200_000, false},      // the same, with PostgreSQL
+		{"auto", db, external, "auto", 200_000, true}, // another keysd may write
+		{"on", "", external, "auto", 200_000, true},   // in-process read model, shared stream
+		{"off", "", external, "auto", -1, true},       // the in-process read model is per process too
+		{"off", db, external, "auto", -1, false},      // reads go to the shared PostgreSQL
+		{"auto", db, external, "off", 200_000, false}, // the operator's choice
+		{"off", db, "", "on", -1, true},               // the operator's choice
 	} {
 		c := defaultConfig()
 		c.KeyCache, c.DatabaseURL, c.NATSURL, c.ReadBarrier = tc.keyCache, tc.databaseURL, tc.natsURL, tc.readBarrier
 		if err := c.Validate(); err != nil {
 			t.Fatalf("%+v: %v", tc, err)
 		}
-		if got := c.keyCache(); got != tc.want {
-			t.Errorf("--key-cache %s, --database-url %q, --nats-url %q, --read-barrier %s: cache %v, want %v",
-				tc.keyCache, tc.databaseURL, tc.natsURL, tc.readBarrier, got, tc.want)
+		if got, barrier := c.keyIndexSize(), c.readBarrier(); got != tc.index || barrier != tc.barrier {
+			t.Errorf("--key-cache %s, --database-url %q, --nats-url %q, --read-barrier %s: index %d, barrier %v; want %d, %v",
+				tc.keyCache, tc.databaseURL, tc.natsURL, tc.readBarrier, got, barrier, tc.index, tc.barrier)
 		}
 	}
 }

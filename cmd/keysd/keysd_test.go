@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -280,4 +281,81 @@ func TestHostileRequestsAppendNothing(t *testing.T) {
 	if got := k.do("GET", keyPath, p, nil); got.str("description") != "d" {
 		t.Fatalf("key changed by rejected requests: %s", got.Raw)
 	}
+}
+
+// TestRevokeOnOneInstanceIsSeenByTheOtherAtOnce: revoke (and rename) a key through one keysd
+// and check (and read) it through another right after the 200, which held the key active in
+// its memory a moment before: no check accepts the revoked key, no read shows the older
+// name. Both topologies of several keysd: a shared PostgreSQL, and in-process read models.
+// The other keysd answers from its key index (its hits count in /metrics) behind the read
+// barrier, whose requests to NATS are fewer than the reads it served.
+func TestRevokeOnOneInstanceIsSeenByTheOtherAtOnce(t *testing.T) {
+	testenv.Heavy(t, "two keysd processes")
+	for _, topology := range []string{"postgres", "in-process"} {
+		t.Run(topology, func(t *testing.T) {
+			ns := testenv.ExternalNATS(t)
+			shared := filepath.Join(t.TempDir(), "secret")
+			o := keysdOptions{natsURL: ns.URL, secretFile: shared, extraArgs: []string{"--rate-limit", "0"}}
+			if topology == "postgres" {
+				o.databaseURL = testenv.Postgres(t)
+			}
+			a, b := startKeysd(t, o), startKeysd(t, o)
+			p := a.createProject("revoke here, check there")
+			const tries = 150
+			deadline := time.Now().Add(90 * time.Second)
+			stale, done := 0, 0
+			for i := 0; i < tries && time.Now().Before(deadline); i++ {
+				created := a.do("POST", "/api/v1/user-api-keys", p, map[string]any{"user_id": "u", "description": "before"})
+				if created.Status != 200 {
+					t.Fatalf("create: %d %s", created.Status, created.Raw)
+				}
+				id, secret := created.str("id"), created.str("value")
+				check := map[string]any{"api_key": secret}
+				if c := b.do("POST", "/api/v1/user-api-keys/check", p, check); c.Status != 200 {
+					t.Fatalf("check of a new key on the other instance: %d %s", c.Status, c.Raw)
+				}
+				r := a.do("PATCH", "/api/v1/user-api-keys/"+id, p, map[string]any{"description": "after", "revoked": true})
+				if r.Status != 200 {
+					t.Fatalf("revoke: %d %s", r.Status, r.Raw)
+				}
+				if c := b.do("POST", "/api/v1/user-api-keys/check", p, check); c.Status == 200 {
+					stale++
+					t.Errorf("try %d: the other instance accepted key %s after its revocation's 200: %s", i, id, c.Raw)
+				} else if c.Status != 400 && c.Status != 401 && c.Status != 404 {
+					t.Fatalf("check of a revoked key: %d %s", c.Status, c.Raw)
+				}
+				if g := b.do("GET", "/api/v1/user-api-keys/"+id, p, nil); g.str("description") != "after" || g.str("manually_revoked_at") == "" {
+					stale++
+					t.Errorf("try %d: the other instance read key %s as %s after the 200", i, id, g.Raw)
+				}
+				done++
+			}
+			if done < 20 {
+				t.Fatalf("only %d tries in the time allowed", done)
+			}
+			metrics := scrape(t, b)
+			t.Logf("%s: %d tries, %d stale; the other instance: %s", topology, done, stale, metrics)
+			if !strings.Contains(metrics, "keyledger_key_index_hits_total") || strings.Contains(metrics, "keyledger_key_index_hits_total 0\n") {
+				t.Errorf("the other instance answered nothing from its key index:\n%s", metrics)
+			}
+		})
+	}
+}
+
+// scrape returns keysd's key-index and read-barrier metrics.
+func scrape(t *testing.T, k *keysd) string {
+	t.Helper()
+	resp, err := http.Get(k.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out strings.Builder
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if strings.HasPrefix(line, "keyledger_key_index_") || strings.HasPrefix(line, "keyledger_read_barrier_") {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.String()
 }

@@ -103,6 +103,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	reportReplicas(store, log)
 
 	rm, rmDesc, err := openReadModel(ctx, start, cfg)
+	if n := cfg.keyIndexSize(); n > 0 {
+		rmDesc += fmt.Sprintf("; keys indexed in memory, up to %d", n)
+	}
 	if err != nil {
 		return err
 	}
@@ -128,6 +131,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
 			RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		},
+		KeyIndexSize: cfg.keyIndexSize(),
 	})
 	if err != nil {
 		return err
@@ -142,7 +146,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	srv := api.NewServer(cfg.HTTPAddr, svc.Handler)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier())
+	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier(), "key_index_size", max(cfg.keyIndexSize(), 0))
 
 	select {
 	case <-ctx.Done():
@@ -229,9 +233,6 @@ func openReadModel(ctx context.Context, start startup, cfg config) (projections.
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("PostgreSQL read model: %w", err)
-	}
-	if cfg.keyCache() {
-		return projections.NewKeyCache(pg, cfg.KeyCacheSize), fmt.Sprintf("PostgreSQL (keys cached in memory, up to %d)", cfg.KeyCacheSize), nil
 	}
 	return pg, "PostgreSQL", nil
 }

@@ -31,12 +31,17 @@ type Config struct {
 	// projector's Logger defaults to API.Logger.
 	Commands  commands.Config
 	Projector projections.ProjectorConfig
+	// KeyIndexSize is the most keys the key index holds (projections.KeyIndex, in front of
+	// ReadModel for the projector, the commands and the API). 0: DefaultKeyIndexSize;
+	// negative: none, every read goes to the read model.
+	KeyIndexSize int
 }
 
 // Service is a running keysd without its listeners: serve Handler over HTTP.
 type Service struct {
 	Commands  *commands.Handler
 	Projector *projections.Projector
+	Index     *projections.KeyIndex
 	Handler   http.Handler
 	stop      context.CancelFunc
 	done      chan struct{}
@@ -50,19 +55,24 @@ func Start(cfg Config) (*Service, error) {
 	if cfg.Projector.Logger == nil {
 		cfg.Projector.Logger = cfg.API.Logger
 	}
-	projector := projections.NewProjector(cfg.Store, cfg.ReadModel, cfg.Projector)
-	cmds, err := commands.New(cfg.Store, projections.KeyLookup(cfg.ReadModel), cfg.Hasher, cfg.Commands)
+	size := cfg.KeyIndexSize
+	if size == 0 {
+		size = projections.DefaultKeyIndexSize
+	}
+	index := projections.NewKeyIndex(cfg.ReadModel, max(size, 0))
+	projector := projections.NewProjector(cfg.Store, index, cfg.Projector)
+	cmds, err := commands.New(cfg.Store, index, cfg.Hasher, cfg.Commands)
 	if err != nil {
 		return nil, err
 	}
 	deps := cfg.API
-	deps.Commands, deps.ReadModel, deps.Projector, deps.Store, deps.Hasher = cmds, cfg.ReadModel, projector, cfg.Store, cfg.Hasher
+	deps.Commands, deps.ReadModel, deps.Projector, deps.Store, deps.Hasher = cmds, index, projector, cfg.Store, cfg.Hasher
 	handler, err := api.NewHandler(deps)
 	if err != nil {
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Service{Commands: cmds, Projector: projector, Handler: handler, stop: stop, done: make(chan struct{})}
+	s := &Service{Commands: cmds, Projector: projector, Index: index, Handler: handler, stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		_ = projector.Run(ctx)

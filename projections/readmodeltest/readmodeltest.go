@@ -743,8 +743,12 @@ func (h *History) want(key string) projections.KeyView {
 		t := s.ExpiresAt.Truncate(time.Millisecond)
 		s.ExpiresAt = &t
 	}
-	return projections.KeyView{KeySnapshot: s, LastSeq: h.lastSeq[key]}
+	return projections.KeyView{KeySnapshot: s, LastSeq: h.lastSeq[key], CreatedSeq: h.created[key]}
 }
+
+// Want is the key as the fold of the stream so far has it (times at millisecond precision),
+// with the stream sequences of its last event and its creation.
+func (h *History) Want(key string) projections.KeyView { return h.want(key) }
 
 // AssertKey fails the test unless the read model shows the key as the domain's fold has it.
 func (h *History) AssertKey(rm projections.ReadModel, project, key string) projections.KeyView {
@@ -845,7 +849,7 @@ func describeKey(v projections.KeyView) string {
 		}
 		b.WriteString(" ")
 	}
-	fmt.Fprintf(&b, "LastSeq:%d}", v.LastSeq)
+	fmt.Fprintf(&b, "LastSeq:%d CreatedSeq:%d}", v.LastSeq, v.CreatedSeq)
 	return b.String()
 }
 

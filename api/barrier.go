@@ -1,0 +1,80 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file is the read barrier: a read that must see every change acknowledged before it
+// arrived, through any keysd, first learns the stream's last sequence and waits until this
+// keysd's projector (and so its key index) has reached it.
+
+// streamPosition learns the stream's last sequence for every read that needs it, with one
+// request at a time to NATS, shared by all the reads that arrived before it was sent
+// (ReadIndex-style coalescing, as Raft's leaders confirm reads in batches). A read that
+// arrives while a request is in flight does not share that one: it may have been answered
+// before the write this read must see was stored (the write's 200 may have come after the
+// request left), so the read waits for the next request, which is sent once the one in
+// flight is answered and therefore after the read arrived; any write acknowledged before the
+// read arrived is at or below that answer. Under load a read thus costs at most two request
+// times of waiting and no request of its own; NATS sees one request at a time per keysd.
+type streamPosition struct {
+	ask     func(ctx context.Context) (uint64, error)
+	timeout time.Duration
+
+	mu       sync.Mutex
+	inFlight bool
+	next     *positionRequest // the request reads arriving now wait for; nil: none yet
+
+	reads, requests atomic.Uint64
+}
+
+type positionRequest struct {
+	done chan struct{}
+	seq  uint64
+	err  error
+}
+
+// last returns a stream sequence at least as high as every sequence the stream had stored
+// when last was called.
+func (p *streamPosition) last(ctx context.Context) (uint64, error) {
+	p.reads.Add(1)
+	p.mu.Lock()
+	if p.next == nil {
+		p.next = &positionRequest{done: make(chan struct{})}
+	}
+	req := p.next
+	if !p.inFlight {
+		p.send()
+	}
+	p.mu.Unlock()
+	select {
+	case <-req.done:
+		return req.seq, req.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("wait for the stream's last sequence: %w", ctx.Err())
+	}
+}
+
+// send sends the next request; p.mu is held. When it is answered, the request the reads
+// arriving meanwhile joined is sent in turn. No read's context bounds it: it serves them all.
+func (p *streamPosition) send() {
+	req := p.next
+	p.next, p.inFlight = nil, true
+	p.requests.Add(1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+		req.seq, req.err = p.ask(ctx)
+		cancel()
+		close(req.done)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.inFlight = false
+		if p.next != nil {
+			p.send()
+		}
+	}()
+}
