@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyledger/keyledger/commands"
@@ -257,27 +259,41 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, ae.Status, errorBody{Code: ae.Code, Error: ae.Message, Details: ae.Details})
 }
 
-// writeJSON sends v as the response body with the given status.
+// writeJSON sends v as the response body with the given status. The body is encoded into a
+// pooled buffer and written from it: no allocation or copy of the body per response (the
+// PATCH profile had a body built in a strings.Builder and copied to a slice on every answer).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := marshalJSON(v)
-	if err != nil {
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	defer putJSONBuffer(buf)
+	if err := encodeJSON(buf, v); err != nil {
 		// Only our own response types reach here; they always encode.
 		status = http.StatusInternalServerError
-		b = []byte(`{"code":"INTERNAL_SERVER_ERROR","error":"response encoding failed"}`)
+		buf.Reset()
+		buf.WriteString(`{"code":"INTERNAL_SERVER_ERROR","error":"response encoding failed"}`)
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	_, _ = w.Write(buf.Bytes())
 }
 
-func marshalJSON(v any) ([]byte, error) {
-	var sb strings.Builder
-	enc := json.NewEncoder(&sb)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
+// jsonBuffers holds response buffers; a buffer that grew past maxPooledJSON (a long list) is
+// left to the collector rather than kept.
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledJSON = 64 << 10
+
+func putJSONBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledJSON {
+		buf.Reset()
+		jsonBuffers.Put(buf)
 	}
-	return []byte(sb.String()), nil
+}
+
+// encodeJSON appends v's JSON and a newline to buf, without escaping HTML characters.
+func encodeJSON(buf *bytes.Buffer, v any) error {
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // echo shortens a client-supplied header value before it is put in an error message.
