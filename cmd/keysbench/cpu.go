@@ -29,13 +29,18 @@ func parseCPUWatch(s string) (cpuWatch, error) {
 	return w, nil
 }
 
-// sample returns each name's CPU seconds (user and system) so far; a process that is gone
-// counts nothing.
-func (w cpuWatch) sample() map[string]float64 {
-	out := map[string]float64{}
+// cpuSample is each watched process's CPU seconds (user and system) so far, by name and pid;
+// a process that is gone is absent.
+type cpuSample map[string]map[int]float64
+
+func (w cpuWatch) sample() cpuSample {
+	out := cpuSample{}
 	for name, pids := range w {
+		out[name] = map[int]float64{}
 		for _, pid := range pids {
-			out[name] += processCPUSeconds(pid)
+			if s, ok := processCPUSeconds(pid); ok {
+				out[name][pid] = s
+			}
 		}
 	}
 	return out
@@ -45,35 +50,42 @@ func (w cpuWatch) sample() map[string]float64 {
 // supports.
 const clockTicks = 100
 
-func processCPUSeconds(pid int) float64 {
+func processCPUSeconds(pid int) (float64, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	// The command name (field 2) is in parentheses and may hold spaces: count from after it.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return 0, false
 	}
 	f := strings.Fields(s[i+1:])
 	// Fields after the name start at field 3 (state): utime is field 14, stime 15.
 	if len(f) < 13 {
-		return 0
+		return 0, false
 	}
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / clockTicks
+	return (utime + stime) / clockTicks, true
 }
 
-// perRequest is each name's CPU microseconds per request between two samples.
-func perRequest(before, after map[string]float64, requests uint64) map[string]float64 {
+// perRequest is each name's CPU microseconds per request between two samples, over the
+// processes present in both (a pooled connection's backend may end meanwhile).
+func perRequest(before, after cpuSample, requests uint64) map[string]float64 {
 	if len(before) == 0 || requests == 0 {
 		return nil
 	}
 	out := map[string]float64{}
-	for name, b := range before {
-		out[name] = (after[name] - b) * 1e6 / float64(requests)
+	for name, pids := range before {
+		var used float64
+		for pid, b := range pids {
+			if a, ok := after[name][pid]; ok {
+				used += a - b
+			}
+		}
+		out[name] = used * 1e6 / float64(requests)
 	}
 	return out
 }
