@@ -30,12 +30,13 @@ test: test-binaries
 	$(GO) vet $(PKGS)
 	$(TESTENV) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-## test-short: the quick loop (under a minute on a quiet machine): tests in -short mode, no
-## race detector; tests marked testenv.Heavy (clusters, crash loops, most keysd processes,
-## benchmark runs) and the suites' heavy cases are skipped; `make test` runs them all
+## test-short: the quick loop: tests in -short mode, no race detector; tests marked
+## testenv.Heavy (clusters, crash loops, most keysd processes, benchmark runs) and the suites'
+## heavy cases are skipped, and go test's cache answers for packages nothing changed in (it
+## tracks the test executables in bin/test too); `make test` runs everything, every time
 test-short: test-binaries
 	scripts/ensure-postgres.sh
-	$(TESTENV) $(GO) test -short -count=1 -timeout 10m $(PKGS)
+	$(TESTENV) $(GO) test -short -timeout 10m $(PKGS)
 
 ## crash-test: the crash tests (kill -9, NATS restart, read model cut off) with more rounds
 ## than `make test` runs; ROUNDS=N sets how many faults each injects (default 5)
