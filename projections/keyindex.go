@@ -246,7 +246,8 @@ func (ix *KeyIndex) lookup(projectID, keyID string) (keyState, bool) {
 	if rec == nil {
 		return keyState{}, false
 	}
-	return rec.state(projectID), true
+	s := rec.stateWithID(projectID, keyID)
+	return s, true
 }
 
 // keep stores s, the state of a key as of its last event s.LastSeq, read when the index was

@@ -62,3 +62,30 @@ func heap() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// BenchmarkKeyIndexKey is a check's lookup of a key the index holds.
+// go test ./projections -run '^$' -bench KeyIndexKey -benchmem
+func BenchmarkKeyIndexKey(b *testing.B) {
+	ix := projections.NewKeyIndex(projections.NewMemory(), 1000)
+	if _, err := ix.Checkpoint(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	project := uuid.NewString()
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		ix.Remember(domain.KeySnapshot{ID: ids[i], ProjectID: project, UserID: "user", Description: "key",
+			CreatedAt: time.UnixMilli(1_750_000_000_000), SecretHash: fmt.Sprintf("%064x", i), LastFour: "abcd", Version: 1}, uint64(i+1), uint64(i+1))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := ix.Key(ctx, project, ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}

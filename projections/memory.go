@@ -260,7 +260,11 @@ func encode(project uint32, s keyState) *memKey {
 func (m *Memory) decode(rec *memKey) keyState { return rec.state(m.projects[rec.project].id) }
 
 // state expands a record of a key of project projectID.
-func (rec *memKey) state(projectID string) keyState {
+func (rec *memKey) state(projectID string) keyState { return rec.stateWithID(projectID, "") }
+
+// stateWithID is state with the key's id as the caller has it (in canonical form; "": the
+// record's own), which saves formatting it again.
+func (rec *memKey) stateWithID(projectID, keyID string) keyState {
 	s := keyState{
 		KeySnapshot: domain.KeySnapshot{
 			ProjectID:   projectID,
@@ -273,9 +277,12 @@ func (rec *memKey) state(projectID string) keyState {
 		LastSeq:    rec.lastSeq,
 		CreatedSeq: rec.createdSeq,
 	}
-	if rec.flags&flagOddID != 0 {
+	switch {
+	case rec.flags&flagOddID != 0:
 		s.ID = rec.odd.id
-	} else {
+	case keyID != "":
+		s.ID = keyID
+	default:
 		s.ID = formatUUID(rec.uuid)
 	}
 	if rec.flags&flagOddHash != 0 {
