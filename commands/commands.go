@@ -331,9 +331,9 @@ func (h *Handler) load(ctx context.Context, projectID, keyID string, from stateS
 		}
 		// Not known yet: perhaps created through another instance a moment ago.
 	}
-	key, seq, err := h.LoadKey(ctx, projectID, keyID)
+	key, seq, created, err := h.loadFromStore(ctx, projectID, keyID)
 	if err == nil {
-		h.remember(key.Snapshot(), seq, 0)
+		h.remember(key.Snapshot(), seq, created)
 	}
 	return key, seq, err
 }
@@ -360,11 +360,16 @@ func (h *Handler) foldTail(ctx context.Context, key *domain.Key, seq uint64) (*d
 // LoadKey folds a key from its events in the store, and returns the stream sequence of the
 // last message on its subjects (the expected sequence of the next append).
 func (h *Handler) LoadKey(ctx context.Context, projectID, keyID string) (*domain.Key, uint64, error) {
+	key, seq, _, err := h.loadFromStore(ctx, projectID, keyID)
+	return key, seq, err
+}
+
+// loadFromStore is LoadKey with the stream sequence of the key's creation.
+func (h *Handler) loadFromStore(ctx context.Context, projectID, keyID string) (key *domain.Key, seq, created uint64, err error) {
 	recs, err := h.store.LoadKey(ctx, projectID, keyID)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
-	var key *domain.Key
 	for _, r := range recs {
 		if r.Err != nil {
 			continue // not an event: set aside, as the projector does
@@ -373,12 +378,15 @@ func (h *Handler) LoadKey(ctx context.Context, projectID, keyID string) (*domain
 		if err != nil {
 			continue
 		}
+		if key == nil {
+			created = r.Seq
+		}
 		key = next
 	}
 	if key == nil {
-		return nil, 0, domain.ErrKeyNotFound
+		return nil, 0, 0, domain.ErrKeyNotFound
 	}
-	return key, recs[len(recs)-1].Seq, nil
+	return key, recs[len(recs)-1].Seq, created, nil
 }
 
 func backoff(ctx context.Context, attempt int) {
