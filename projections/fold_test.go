@@ -2,8 +2,10 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // seededStream is a stream as a replay meets it: projects, keys created, renamed and revoked
@@ -95,7 +98,7 @@ func TestShardedFoldEqualsOneMemory(t *testing.T) {
 		}
 	}
 	for _, n := range []int{1, 2, 3} {
-		f := newShardedMemory(n)
+		f := newShardedMemory(n, FoldConfig{})
 		for b := range slices.Chunk(stream, 37) {
 			if _, err := f.Apply(ctx, b); err != nil {
 				t.Fatal(err)
@@ -181,4 +184,153 @@ func BenchmarkFold(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(stream)), "ns/event")
+}
+
+// The shards find the refusals that a check of every message in stream order against the
+// versions of the keys finds: the messages that are not events and the key events out of
+// their key's version order, in stream order, on any number of shards, also when the last
+// batches are applied after the fold (a rebuild's catch-up).
+func TestShardedFoldFindsTheRefusals(t *testing.T) {
+	ctx := context.Background()
+	stream := seededStream(t, 600, 3)
+	var want []Refusal
+	versions := map[keyRef]int{}
+	for i := range stream {
+		r := &stream[i]
+		switch {
+		case r.Err != nil:
+			want = append(want, notAnEvent(r))
+		case isKeyEvent(r.Event):
+			k := keyRef{r.Event.ProjectID, r.Event.KeyID}
+			if refusal, ok := outOfOrder(r, versions[k]); ok {
+				want = append(want, refusal)
+			} else {
+				versions[k] = r.Event.Version
+			}
+		}
+	}
+	if len(want) < 100 {
+		t.Fatalf("the seeded stream has only %d refusals", len(want))
+	}
+	tail := len(stream) - 200
+	for _, n := range []int{1, 2, 3} {
+		f := newShardedMemory(n, FoldConfig{})
+		for b := range slices.Chunk(stream[:tail], 37) {
+			if _, err := f.Apply(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.wait()
+		got := f.takeRefusals()
+		for b := range slices.Chunk(stream[tail:], 50) {
+			got = append(got, f.applyNow(b)...)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%d shards: %d refusals, want %d", n, len(got), len(want))
+		}
+		if more := f.takeRefusals(); len(more) != 0 {
+			t.Fatalf("%d shards: refusals taken twice: %v", n, more)
+		}
+	}
+}
+
+// A fold with a memory limit stops once its keys would need more than the limit, with an
+// error that says how many keys it held and how many fit.
+func TestFoldStopsAtItsMemoryLimit(t *testing.T) {
+	ctx := context.Background()
+	stream := seededStream(t, 600, 1)
+	limit := int64(FoldReserve + 100*FoldBytesPerKey)
+	f := newShardedMemory(2, FoldConfig{MemoryLimit: limit})
+	var err error
+	for b := range slices.Chunk(stream, 20) {
+		if _, err = f.Apply(ctx, b); err != nil {
+			break
+		}
+		time.Sleep(time.Millisecond) // let the shards count what they hold
+	}
+	f.wait()
+	if err == nil {
+		err = f.overLimit()
+	}
+	var tooLarge *ErrFoldTooLarge
+	if !errors.As(err, &tooLarge) {
+		t.Fatalf("fold of 600 keys within room for 100: %v, want ErrFoldTooLarge", err)
+	}
+	if tooLarge.Keys <= 100 || tooLarge.Limit != limit || FoldKeyCapacity(limit) != 100 {
+		t.Fatalf("stopped at %+v (capacity %d), want past 100 keys", tooLarge, FoldKeyCapacity(limit))
+	}
+	if msg := err.Error(); !strings.Contains(msg, "memory limit of 128 MiB") || !strings.Contains(msg, "100 at most") {
+		t.Fatalf("error %q does not name the limit and the capacity", msg)
+	}
+	// Without a limit, or with room, the same stream folds.
+	for _, cfg := range []FoldConfig{{}, {MemoryLimit: FoldReserve + 1000*FoldBytesPerKey}} {
+		f := newShardedMemory(2, cfg)
+		for b := range slices.Chunk(stream, 20) {
+			if _, err := f.Apply(ctx, b); err != nil {
+				t.Fatalf("%+v: %v", cfg, err)
+			}
+		}
+		f.wait()
+		if err := f.overLimit(); err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+	}
+	// After the fold, the keys it holds are held against the limit whatever the batches.
+	f = newShardedMemory(2, FoldConfig{MemoryLimit: FoldReserve + 10*FoldBytesPerKey})
+	if _, err := f.Apply(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	f.wait()
+	if err := f.overLimit(); !errors.As(err, &tooLarge) || tooLarge.Keys != 600 {
+		t.Fatalf("one batch of 600 keys within room for 10: %v", err)
+	}
+}
+
+// TestFoldMemoryPerKey measures the live heap a fold on two shards keeps per key, for keys
+// like keysd's, and holds FoldBytesPerKey, which the memory limit is computed with, above it.
+func TestFoldMemoryPerKey(t *testing.T) {
+	testenv.Heavy(t, "a large fold")
+	const n = 50_000
+	project := newUUID()
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	meta := domain.Meta{Time: at, Actor: domain.Actor{Type: domain.ActorServerKey, ID: "k"}, RequestID: "r", NewID: newUUID}
+	before := liveHeap()
+	events := make([]eventstore.RecordedEvent, 0, 2*n)
+	for i := range n {
+		var expires *time.Time
+		if i%4 == 0 {
+			e := at.Add(90 * 24 * time.Hour)
+			expires = &e
+		}
+		e, err := domain.DecideCreateKey(domain.CreateKey{
+			ProjectID: project, KeyID: newUUID(), UserID: fmt.Sprintf("user_%08d", i/3),
+			Description: fmt.Sprintf("deploy key %d of the build pipeline", i), ExpiresAt: expires,
+			SecretHash: fmt.Sprintf("%064x", i), LastFour: fmt.Sprintf("%04x", i%65536),
+		}, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, eventstore.RecordedEvent{Seq: uint64(len(events) + 1), Event: e})
+		k, _ := domain.EvolveKey(nil, e)
+		next, err := k.DecideUpdate(domain.UpdateKey{Description: ptrTo(fmt.Sprintf("deploy key %d, renamed", i))}, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, eventstore.RecordedEvent{Seq: uint64(len(events) + 1), Event: next[0]})
+	}
+	f := newShardedMemory(2, FoldConfig{})
+	for b := range slices.Chunk(events, 512) {
+		if _, err := f.Apply(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.wait()
+	events = nil
+	after := liveHeap()
+	runtime.KeepAlive(f)
+	perKey := float64(after-before) / n
+	t.Logf("fold on 2 shards: %.0f bytes of live heap per key (%d keys); the limit counts %d", perKey, n, FoldBytesPerKey)
+	if perKey > FoldBytesPerKey {
+		t.Errorf("%.0f bytes per key, more than FoldBytesPerKey (%d)", perKey, FoldBytesPerKey)
+	}
 }

@@ -123,7 +123,11 @@ func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (ui
 
 func (m *Memory) applyKey(r eventstore.RecordedEvent) {
 	idx := m.intern(r.Event.ProjectID)
-	rec := m.lookup(idx, r.Event.KeyID)
+	m.applyKeyTo(idx, m.lookup(idx, r.Event.KeyID), r)
+}
+
+// applyKeyTo applies a key event of project idx to rec, the key's record (nil: none yet).
+func (m *Memory) applyKeyTo(idx uint32, rec *memKey, r eventstore.RecordedEvent) {
 	if rec != nil {
 		m.update(rec, r)
 		return

@@ -59,6 +59,8 @@ type RebuildConfig struct {
 	// Refused, when set, is called for each message of the stream no read model applies
 	// (see Refusal), in stream order.
 	Refused func(Refusal)
+	// Fold bounds the memory of the fold (step 1).
+	Fold FoldConfig
 }
 
 // AsOfSchema is the default schema of a read model built as of a past point.
@@ -139,7 +141,7 @@ func Rebuild(ctx context.Context, databaseURL string, store *eventstore.Store, c
 		return RebuildResult{}, fmt.Errorf("read model database: %w", err)
 	}
 	defer pool.Close()
-	b := &rebuild{cfg: cfg, store: store, pool: pool, start: start, refused: newRefusals(cfg.Refused)}
+	b := &rebuild{cfg: cfg, store: store, pool: pool, start: start}
 	res, err := b.run(ctx)
 	if err != nil && b.fresh != nil {
 		// Whatever was built is of no use; a fresh context, since ctx may be why it failed.
@@ -159,8 +161,27 @@ type rebuild struct {
 	fresh *Postgres // the schema being built
 	read  uint64    // messages read
 	total uint64
-	// refused reports what the read model does not apply.
-	refused *refusals
+	// fold is the stream folded in memory (step 1); it stays until the swap, as the catch-up
+	// finds its refusals by the versions the fold holds.
+	fold *shardedMemory
+}
+
+// report passes refusals on to the caller.
+func (b *rebuild) report(refused []Refusal) {
+	if b.cfg.Refused != nil {
+		for _, r := range refused {
+			b.cfg.Refused(r)
+		}
+	}
+}
+
+// catchUp applies a batch of the catch-up to the fresh schema with apply, and to the fold
+// for the refusals among it.
+func (b *rebuild) catchUp(apply func(context.Context, []eventstore.RecordedEvent) (uint64, error)) func(context.Context, []eventstore.RecordedEvent) (uint64, error) {
+	return func(ctx context.Context, batch []eventstore.RecordedEvent) (uint64, error) {
+		b.report(b.fold.applyNow(batch))
+		return apply(ctx, batch)
+	}
 }
 
 func (b *rebuild) progress(phase string) {
@@ -186,16 +207,21 @@ func (b *rebuild) run(ctx context.Context) (RebuildResult, error) {
 	name := fmt.Sprintf("%s_rebuild_%d", DefaultSchema, time.Now().UnixNano())
 	created := make(chan error, 1)
 	go func() { created <- b.createFresh(ctx, name) }()
-	fold := newShardedMemory(0)
+	fold := newShardedMemory(0, b.cfg.Fold)
+	b.fold = fold
 	b.progress(PhaseRead)
 	err = b.readInto(ctx, 1, until, fold.Apply)
 	fold.wait()
+	if err == nil {
+		err = fold.overLimit()
+	}
 	if cerr := <-created; err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return res, err
 	}
+	b.report(fold.takeRefusals())
 	res.Read = time.Since(b.start)
 
 	copyStart := time.Now()
@@ -205,7 +231,6 @@ func (b *rebuild) run(ctx context.Context) (RebuildResult, error) {
 	}
 	keys, projects := fold.counts()
 	res.Keys, res.Projects = uint64(keys), uint64(projects)
-	fold = nil // the rows are in PostgreSQL now; let the collector have the memory
 	res.Copy = time.Since(copyStart)
 
 	// 3 and 4. Swap it in.
@@ -231,7 +256,7 @@ func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(c
 	return foldStream(ctx, b.store, from, until, apply, func(n int) {
 		b.read += uint64(n)
 		b.progress(PhaseRead)
-	}, b.refused)
+	})
 }
 
 // foldStream reads the stream's messages from..until and hands them to apply in the
@@ -239,12 +264,11 @@ func (b *rebuild) readInto(ctx context.Context, from, until uint64, apply func(c
 // size after apply took it. apply may keep a batch. It fails when the stream ends before
 // until. Rebuild and Verify fold the stream with it.
 func foldStream(ctx context.Context, store *eventstore.Store, from, until uint64,
-	apply func(context.Context, []eventstore.RecordedEvent) (uint64, error), applied func(n int), refused *refusals) error {
+	apply func(context.Context, []eventstore.RecordedEvent) (uint64, error), applied func(n int)) error {
 	if from > until {
 		return nil
 	}
 	last, err := store.ReadBatches(ctx, from, until, func(batch []eventstore.RecordedEvent) error {
-		refused.seeAll(batch)
 		if _, err := apply(ctx, batch); err != nil {
 			return err
 		}
@@ -376,7 +400,7 @@ func (b *rebuild) swapLive(ctx context.Context, res *RebuildResult) error {
 			break
 		}
 		b.total = last
-		if err := b.readInto(ctx, cp+1, last, b.fresh.Apply); err != nil {
+		if err := b.readInto(ctx, cp+1, last, b.catchUp(b.fresh.Apply)); err != nil {
 			return err
 		}
 	}
@@ -413,9 +437,9 @@ func (b *rebuild) swapLive(ctx context.Context, res *RebuildResult) error {
 			return err
 		}
 		b.total = last
-		if err := b.readInto(ctx, cp+1, last, func(ctx context.Context, batch []eventstore.RecordedEvent) (uint64, error) {
+		if err := b.readInto(ctx, cp+1, last, b.catchUp(func(ctx context.Context, batch []eventstore.RecordedEvent) (uint64, error) {
 			return b.fresh.applyInTx(ctx, tx, batch)
-		}); err != nil {
+		})); err != nil {
 			return err
 		}
 		res.UntilSeq = last

@@ -190,7 +190,7 @@ func TestRebuildSwapsUnderLoad(t *testing.T) {
 	scratch := NewMemory()
 	waitFor(t, k.env.run(t, NewProjector(k.env.store, scratch, testProjectorConfig())), last)
 	assertSameKeys(t, k.live, scratch)
-	v, err := k.live.Verify(ctx, k.env.store)
+	v, err := k.live.Verify(ctx, k.env.store, FoldConfig{})
 	if err != nil || len(v.Differences) != 0 || v.Checkpoint != last {
 		t.Fatalf("Verify = %+v, %v; want no differences at %d", v, err, last)
 	}
@@ -258,7 +258,7 @@ func TestVerifyFindsATamperedRow(t *testing.T) {
 	ctx := context.Background()
 	k := newKeysdLike(t)
 	ids := k.seedKeys(t, 5)
-	if res, err := k.live.Verify(ctx, k.env.store); err != nil || len(res.Differences) != 0 || res.Keys != 5 {
+	if res, err := k.live.Verify(ctx, k.env.store, FoldConfig{}); err != nil || len(res.Differences) != 0 || res.Keys != 5 {
 		t.Fatalf("Verify before tampering = %+v, %v", res, err)
 	}
 	if _, err := k.live.pool.Exec(ctx, "UPDATE keyledger.api_keys SET description = 'tampered' WHERE id = $1", ids[3]); err != nil {
@@ -267,7 +267,7 @@ func TestVerifyFindsATamperedRow(t *testing.T) {
 	if _, err := k.live.pool.Exec(ctx, "DELETE FROM keyledger.api_keys WHERE id = $1", ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	res, err := k.live.Verify(ctx, k.env.store)
+	res, err := k.live.Verify(ctx, k.env.store, FoldConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
@@ -17,49 +16,20 @@ type Refusal struct {
 	Reason  string
 }
 
-// refusals finds the refusals among the messages of a read of the stream from its start, by
-// the same rules as the read models (domain.EvolveKey's version order).
-type refusals struct {
-	versions map[keyRef]int
-	report   func(Refusal)
+// notAnEvent is the refusal of a message eventstore could not take as an event.
+func notAnEvent(r *eventstore.RecordedEvent) Refusal {
+	return Refusal{Seq: r.Seq, Subject: r.Subject, Reason: r.Err.Error()}
 }
 
-func newRefusals(report func(Refusal)) *refusals {
-	return &refusals{versions: make(map[keyRef]int), report: report}
-}
-
-// see checks one message, in stream order.
-func (f *refusals) see(r eventstore.RecordedEvent) {
-	if f == nil || f.report == nil || r.Control {
-		return
-	}
-	if r.Err != nil {
-		f.report(Refusal{Seq: r.Seq, Subject: r.Subject, Reason: r.Err.Error()})
-		return
-	}
-	if !isKeyEvent(r.Event) {
-		return
-	}
-	k := keyRef{r.Event.ProjectID, r.Event.KeyID}
-	v := f.versions[k]
+// outOfOrder is the refusal of a key event that is not the next of its key, whose version is
+// v (0: the key does not exist), by the read models' rule (domain.EvolveKey's version
+// order); ok is false when the event is in order. The fold asks it with the version of the
+// key it holds, so finding refusals costs no state of its own.
+func outOfOrder(r *eventstore.RecordedEvent, v int) (Refusal, bool) {
 	created := r.Event.Type == domain.TypeKeyCreated
-	if (v == 0) != created || r.Event.Version != v+1 {
-		f.report(Refusal{Seq: r.Seq, Subject: r.Subject,
-			Reason: fmt.Sprintf("%s version %d out of the key's version order (the key is at version %d)", r.Event.Type, r.Event.Version, v)})
-		return
+	if (v == 0) == created && r.Event.Version == v+1 {
+		return Refusal{}, false
 	}
-	if v == 0 { // a new key: its ids may share a message's bytes, which must not be kept
-		k = keyRef{strings.Clone(k.project), strings.Clone(k.key)}
-	}
-	f.versions[k] = r.Event.Version
-}
-
-// seeAll checks a batch of messages, in stream order.
-func (f *refusals) seeAll(batch []eventstore.RecordedEvent) {
-	if f == nil || f.report == nil {
-		return
-	}
-	for _, r := range batch {
-		f.see(r)
-	}
+	return Refusal{Seq: r.Seq, Subject: r.Subject,
+		Reason: fmt.Sprintf("%s version %d out of the key's version order (the key is at version %d)", r.Event.Type, r.Event.Version, v)}, true
 }

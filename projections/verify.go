@@ -33,8 +33,9 @@ type VerifyResult struct {
 
 // Verify replays the stream in memory up to the read model's checkpoint and compares every
 // key with the read model. The read model is read in one REPEATABLE READ transaction, so
-// its rows and its checkpoint are of one moment even while projectors keep writing.
-func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store) (VerifyResult, error) {
+// its rows and its checkpoint are of one moment even while projectors keep writing. fold
+// bounds the memory of the replay.
+func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store, fold FoldConfig) (VerifyResult, error) {
 	var res VerifyResult
 	err := pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var pos int64
@@ -42,13 +43,16 @@ func (p *Postgres) Verify(ctx context.Context, store *eventstore.Store) (VerifyR
 			return fmt.Errorf("read checkpoint: %w", err)
 		}
 		res.Checkpoint = uint64(pos)
-		mem := newShardedMemory(0)
-		refused := newRefusals(func(r Refusal) { res.Refused = append(res.Refused, r) })
-		err := foldStream(ctx, store, 1, res.Checkpoint, mem.Apply, func(n int) { res.Events += uint64(n) }, refused)
+		mem := newShardedMemory(0, fold)
+		err := foldStream(ctx, store, 1, res.Checkpoint, mem.Apply, func(n int) { res.Events += uint64(n) })
 		mem.wait()
+		if err == nil {
+			err = mem.overLimit()
+		}
 		if err != nil {
 			return err
 		}
+		res.Refused = mem.takeRefusals()
 		// Every row against the replay, then every replayed key the rows lacked.
 		seen := make(map[keyRef]struct{})
 		rows, _ := tx.Query(ctx, p.sql.selectAllKeys)

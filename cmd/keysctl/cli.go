@@ -70,10 +70,14 @@ type settings struct {
 	natsTLSKey  string
 	secretFile  string
 	databaseURL string
+	// getenv is the environment they were read from; the commands that fold the stream read
+	// the Go runtime's GOGC and GOMEMLIMIT in it.
+	getenv func(string) string
 }
 
 func defaultSettings(getenv func(string) string) settings {
 	s := settings{
+		getenv:      getenv,
 		natsURL:     getenv(envNATSURL),
 		natsCreds:   getenv(envNATSCreds),
 		natsTLSCA:   getenv(envNATSTLSCA),

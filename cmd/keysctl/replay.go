@@ -45,6 +45,7 @@ func replay(fs *flag.FlagSet) func(*invocation) error {
 	schema := fs.String("schema", "", "the `NAME` of the schema an --until or --until-seq read model is built into, replacing one of that name (default "+projections.AsOfSchema+")")
 	keepOld := fs.Bool("keep-old", false, "keep the replaced live schema (renamed keyledger_old_<timestamp>) instead of dropping it")
 	compare := fs.Bool("compare-copy", false, "also time a plain COPY of as many rows as events were replayed, and report it (copy_baseline_seconds)")
+	memory := memoryFlag(fs)
 	return func(inv *invocation) error {
 		seen := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { seen[f.Name] = true })
@@ -72,12 +73,16 @@ func replay(fs *flag.FlagSet) func(*invocation) error {
 		if err := (projections.PostgresConfig{Schema: *schema}).Validate(); *schema != "" && err != nil {
 			return usagef("replay: --schema: %v", err)
 		}
+		mem, err := resolveFoldMemory("replay", *memory, defaultMemorySources(inv.getenv))
+		if err != nil {
+			return err
+		}
 		store, closeStore, err := openStore(inv)
 		if err != nil {
 			return err
 		}
 		defer closeStore()
-		cfg := projections.RebuildConfig{AsOf: asOf, Until: *untilSeq, Schema: *schema, KeepOld: *keepOld}
+		cfg := projections.RebuildConfig{AsOf: asOf, Until: *untilSeq, Schema: *schema, KeepOld: *keepOld, Fold: mem.config()}
 		if seen["until"] {
 			if cfg.Until, err = store.SeqAtTime(inv.ctx, at); err != nil {
 				return err
@@ -89,7 +94,7 @@ func replay(fs *flag.FlagSet) func(*invocation) error {
 		res, err := projections.Rebuild(inv.ctx, inv.databaseURL, store, cfg)
 		bar.finish()
 		if err != nil {
-			return fmt.Errorf("replay: %w", err)
+			return mem.explain("replay", err)
 		}
 		sum := replaySummary{
 			Events: res.Events, Keys: res.Keys, Projects: res.Projects, Seconds: res.Total.Seconds(),
@@ -224,12 +229,17 @@ func (p *progress) finish() {
 // verify compares the PostgreSQL read model with a replay of the stream.
 func verify(fs *flag.FlagSet) func(*invocation) error {
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the read model to reach the stream's last sequence before comparing; past it, report the lag and exit 1")
+	memory := memoryFlag(fs)
 	return func(inv *invocation) error {
 		if *wait < 0 {
 			return usagef("verify: --wait must not be negative, got %s", *wait)
 		}
 		if inv.databaseURL == "" {
 			return usagef("verify: --%s is required (or env %s)", flagDatabaseURL, envDatabaseURL)
+		}
+		mem, err := resolveFoldMemory("verify", *memory, defaultMemorySources(inv.getenv))
+		if err != nil {
+			return err
 		}
 		store, closeStore, err := openStore(inv)
 		if err != nil {
@@ -253,9 +263,9 @@ func verify(fs *flag.FlagSet) func(*invocation) error {
 			fmt.Fprintf(inv.stdout, "read model at sequence %d, %d events behind the stream's last sequence %d\n", cp, end-cp, end)
 			return errCheckFailed{fmt.Sprintf("verify: the read model did not reach the stream's last sequence %d within --wait %s: it is at %d, %d events behind", end, *wait, cp, end-cp)}
 		}
-		res, err := pg.Verify(inv.ctx, store)
+		res, err := pg.Verify(inv.ctx, store, mem.config())
 		if err != nil {
-			return fmt.Errorf("verify: %w", err)
+			return mem.explain("verify", err)
 		}
 		for _, r := range res.Refused {
 			fmt.Fprintln(inv.stderr, refusalLine("verify", r))

@@ -85,6 +85,38 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 		t.Errorf("verify of a fresh replay: exit %d, stdout %q, stderr %q", o.code, o.stdout, o.stderr)
 	}
 
+	// A stream whose keys do not fit the fold's memory limit stops replay and verify with one
+	// line naming the limit, where it came from and how to raise it; the live read model stays.
+	o := keysctl(t, env, "replay", "--memory", "1MiB")
+	lines := strings.Split(strings.TrimSuffix(o.stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if o.code != exitFailure || o.stdout != "" || !strings.HasPrefix(last, "keysctl: replay: the stream's keys do not fit the memory limit of 1 MiB: 1 keys so far, 0 at most") ||
+		!strings.Contains(last, "(the limit is --memory)") || !strings.Contains(last, "raise the limit with --memory SIZE or GOMEMLIMIT") {
+		t.Errorf("replay --memory 1MiB: exit %d, stdout %q, stderr %q", o.code, o.stdout, o.stderr)
+	}
+	for _, l := range lines[:len(lines)-1] {
+		if !strings.HasPrefix(l, "keysctl replay: read: ") {
+			t.Errorf("replay --memory 1MiB: stderr line %q is neither progress nor the error", l)
+		}
+	}
+	limited := map[string]string{"GOMEMLIMIT": "100MiB"}
+	for k, v := range env {
+		limited[k] = v
+	}
+	keysctl(t, limited, "verify").wantOneErrorLine(t, exitFailure, "verify: the stream's keys do not fit the memory limit of 100 MiB: 1 keys so far, 0 at most")
+	keysctl(t, limited, "verify").wantOneErrorLine(t, exitFailure, "(the limit is GOMEMLIMIT)")
+	keysctl(t, env, "verify", "--memory", "lots").wantOneErrorLine(t, exitUsage, "--memory \"lots\"")
+	if o := keysctl(t, env, "verify", "--memory", "1GiB"); o.code != exitOK {
+		t.Errorf("verify --memory 1GiB: exit %d, stderr %q", o.code, o.stderr)
+	}
+	if k, err := projections.OpenPostgres(ctx, dbURL, projections.PostgresConfig{}); err != nil {
+		t.Fatal(err)
+	} else if v, err := k.Key(ctx, p.Project.ID, key); err != nil || v.Description != "second" {
+		t.Errorf("live read model after the refused replay: %+v, %v", v, err)
+	} else {
+		k.Close()
+	}
+
 	// --until: the read model as it was then, in its own schema.
 	sum = lastJSONLine(t, keysctl(t, env, "replay", "--until", then.Format(time.RFC3339Nano), "--schema", "asof_test"))
 	if sum["until_seq"] != 3.0 || sum["schema"] != "asof_test" {
@@ -108,7 +140,7 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	if _, err := conn.Exec(ctx, "UPDATE keyledger.api_keys SET description = 'tampered'"); err != nil {
 		t.Fatal(err)
 	}
-	o := keysctl(t, env, "verify")
+	o = keysctl(t, env, "verify")
 	if o.code != exitFailure || !strings.HasPrefix(o.stdout, key+" ") || !strings.Contains(o.stdout, "tampered") || strings.Count(o.stdout, "\n") != 1 {
 		t.Errorf("verify after tampering: exit %d, stdout %q, stderr %q; want exit 1 and the key's id", o.code, o.stdout, o.stderr)
 	}
@@ -123,5 +155,53 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	o = keysctl(t, env, "verify", "--wait", "300ms")
 	if o.code != exitFailure || !strings.Contains(o.stdout, "1 events behind the stream's last sequence ") || !strings.Contains(o.stderr, "did not reach the stream's last sequence ") {
 		t.Errorf("verify of a read model behind the stream: exit %d, stdout %q, stderr %q; want exit 1 and the lag", o.code, o.stdout, o.stderr)
+	}
+}
+
+// The fold's memory limit comes from --memory, GOMEMLIMIT, 90% of the container's limit or
+// the memory available, in that order, and the runtime is tuned for it unless GOGC or
+// GOMEMLIMIT say otherwise.
+func TestFoldMemoryLimit(t *testing.T) {
+	t.Parallel()
+	type tuned struct {
+		percent int
+		limit   int64
+	}
+	for _, c := range []struct {
+		flag      string
+		env       map[string]string
+		container int64
+		available int64
+		want      foldMemory
+		tuned     *tuned
+	}{
+		{flag: "4GiB", container: 8 << 30, available: 16 << 30, want: foldMemory{4 << 30, "--memory"}, tuned: &tuned{400, 4 << 30}},
+		{flag: "12345", want: foldMemory{12345, "--memory"}, tuned: &tuned{400, 12345}},
+		{env: map[string]string{"GOMEMLIMIT": "2GiB"}, container: 8 << 30, want: foldMemory{2 << 30, "GOMEMLIMIT"}},
+		{env: map[string]string{"GOMEMLIMIT": "off"}, container: 8 << 30, want: foldMemory{}},
+		{container: 10 << 30, available: 16 << 30, want: foldMemory{9 << 30, "90% of the container's memory limit"}, tuned: &tuned{400, 9 << 30}},
+		{available: 16 << 30, want: foldMemory{16 << 30, "the memory available on this machine"}, tuned: &tuned{400, 16 << 30}},
+		{available: 16 << 30, env: map[string]string{"GOGC": "100"}, want: foldMemory{16 << 30, "the memory available on this machine"}},
+		{want: foldMemory{}, tuned: &tuned{400, 0}},
+	} {
+		var got *tuned
+		src := memorySources{
+			getenv:    func(k string) string { return c.env[k] },
+			container: func() (int64, bool) { return c.container, c.container > 0 },
+			available: func() (int64, bool) { return c.available, c.available > 0 },
+			tune:      func(p int, l int64) { got = &tuned{p, l} },
+		}
+		m, err := resolveFoldMemory("replay", c.flag, src)
+		if err != nil || m != c.want {
+			t.Errorf("%+v: %+v, %v; want %+v", c, m, err, c.want)
+		}
+		if (got == nil) != (c.tuned == nil) || (got != nil && *got != *c.tuned) {
+			t.Errorf("%+v: tuned %+v, want %+v", c, got, c.tuned)
+		}
+	}
+	for _, bad := range []string{"lots", "0", "-1GiB", "1.5GiB", "4GB", "9999999TiB"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
 	}
 }

@@ -72,3 +72,27 @@ func TestLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestAvailable(t *testing.T) {
+	for _, c := range []struct {
+		meminfo string
+		want    int64
+		ok      bool
+	}{
+		{"MemTotal:       24558720 kB\nMemFree:        20000000 kB\nMemAvailable:   22000000 kB\n", 22000000 << 10, true},
+		{"MemTotal:       24558720 kB\n", 0, false},
+		{"MemAvailable:   lots kB\n", 0, false},
+		{"MemAvailable:   100 MB\n", 0, false},
+	} {
+		n, ok := available(fakeFS(map[string]string{"/proc/meminfo": c.meminfo}))
+		if n != c.want || ok != c.ok {
+			t.Errorf("%q: %d %v, want %d %v", c.meminfo, n, ok, c.want, c.ok)
+		}
+	}
+	if _, ok := available(fakeFS(nil)); ok {
+		t.Error("no /proc/meminfo: want false")
+	}
+	if n, ok := Available(); ok && n <= 0 {
+		t.Errorf("this machine: %d bytes available", n)
+	}
+}
