@@ -94,8 +94,8 @@ func (m foldMemory) explain(command string, err error) error {
 	if !errors.As(err, &tooLarge) {
 		return fmt.Errorf("%s: %w", command, err)
 	}
-	return fmt.Errorf("%s: %w (the limit is %s); nothing was changed; raise the limit with --%s SIZE or GOMEMLIMIT, or run it on a machine with more memory: a fold needs %d MiB and %d bytes per key of the stream",
-		command, err, m.source, flagMemory, projections.FoldReserve>>20, projections.FoldBytesPerKey)
+	return fmt.Errorf("%s: %w; the limit is %s; nothing was changed; raise the limit with --%s SIZE or GOMEMLIMIT, or run it where more memory is available",
+		command, err, m.source, flagMemory)
 }
 
 // parseSize reads a size as GOMEMLIMIT writes one: a whole number of bytes with an optional

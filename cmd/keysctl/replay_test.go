@@ -91,7 +91,7 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(o.stderr, "\n"), "\n")
 	last := lines[len(lines)-1]
 	if o.code != exitFailure || o.stdout != "" || !strings.HasPrefix(last, "keysctl: replay: the stream's keys do not fit the memory limit of 1 MiB: 1 keys so far, 0 at most") ||
-		!strings.Contains(last, "(the limit is --memory)") || !strings.Contains(last, "raise the limit with --memory SIZE or GOMEMLIMIT") {
+		!strings.Contains(last, "; the limit is --memory;") || !strings.Contains(last, "raise the limit with --memory SIZE or GOMEMLIMIT") {
 		t.Errorf("replay --memory 1MiB: exit %d, stdout %q, stderr %q", o.code, o.stdout, o.stderr)
 	}
 	for _, l := range lines[:len(lines)-1] {
@@ -104,7 +104,7 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 		limited[k] = v
 	}
 	keysctl(t, limited, "verify").wantOneErrorLine(t, exitFailure, "verify: the stream's keys do not fit the memory limit of 100 MiB: 1 keys so far, 0 at most")
-	keysctl(t, limited, "verify").wantOneErrorLine(t, exitFailure, "(the limit is GOMEMLIMIT)")
+	keysctl(t, limited, "verify").wantOneErrorLine(t, exitFailure, "; the limit is GOMEMLIMIT;")
 	keysctl(t, env, "verify", "--memory", "lots").wantOneErrorLine(t, exitUsage, "--memory \"lots\"")
 	if o := keysctl(t, env, "verify", "--memory", "1GiB"); o.code != exitOK {
 		t.Errorf("verify --memory 1GiB: exit %d, stderr %q", o.code, o.stderr)
