@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/domain"
 )
 
 // Reading the stream in bulk, for replays, verification and catching up (keysctl replay,
@@ -44,6 +46,33 @@ func (s *Store) ReadBatches(ctx context.Context, from, until uint64, fn func([]R
 		return from - 1, nil
 	}
 	return s.readBatches(ctx, from, until, len(opts) > 0, fn, opts)
+}
+
+// ReadKeyBatches is ReadBatches of one key's events up to stream sequence until (0: the
+// stream's last), for a history too long to read with direct gets (LoadKey): fn gets them
+// oldest first, in batches, as they are decoded. A key without any event is
+// domain.ErrKeyNotFound (nothing read); one whose events all come after until gets no batch.
+func (s *Store) ReadKeyBatches(ctx context.Context, projectID, keyID string, until uint64, fn func([]RecordedEvent) error) error {
+	if !validToken(projectID) || !validToken(keyID) {
+		return domain.ErrKeyNotFound
+	}
+	filter := s.subj.key(projectID, keyID)
+	// A filtered read ends at the filter's last message, or at the first one past until; a
+	// filter without any message would only end after readIdle.
+	last, _, err := s.LastOf(ctx, filter)
+	if err != nil {
+		return fmt.Errorf("read key %s: %w", keyID, err)
+	}
+	if last == 0 {
+		return domain.ErrKeyNotFound
+	}
+	if until == 0 || until > last {
+		until = last
+	}
+	if _, err := s.ReadBatches(ctx, 1, until, fn, WithSubjects(filter)); err != nil {
+		return fmt.Errorf("read key %s: %w", keyID, err)
+	}
+	return nil
 }
 
 // FollowBatches is ReadBatches without an end: it hands on every message from sequence from

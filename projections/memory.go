@@ -26,6 +26,10 @@ type Memory struct {
 	keys       map[memKeyRef]*memKey
 	oddKeys    map[memOddRef]*memKey    // keys whose id is not a canonical UUID
 	byUser     map[memUserRef][]*memKey // oldest first: by created_at, then creation sequence
+	// scratch is the snapshot update applies an event to, and its times, reused so that an
+	// update allocates nothing of its own; under mu.
+	scratch                        domain.KeySnapshot
+	scratchRevoked, scratchExpires time.Time
 }
 
 type memProject struct {
@@ -153,22 +157,20 @@ func (m *Memory) applyKeyTo(idx uint32, rec *memKey, r eventstore.RecordedEvent)
 // revocation and version) goes in and comes out. The id and project are the event's, which
 // lookup matched exactly. No allocation but a changed description's copy.
 func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
-	s := domain.KeySnapshot{ID: r.Event.KeyID, ProjectID: r.Event.ProjectID, Description: rec.description, Version: int(rec.version)}
-	var revokedAt time.Time
+	next := &m.scratch
+	*next = domain.KeySnapshot{ID: r.Event.KeyID, ProjectID: r.Event.ProjectID, Description: rec.description, Version: int(rec.version)}
 	if rec.flags&flagRevoked != 0 {
-		revokedAt = time.UnixMilli(rec.revokedAt).UTC()
-		s.RevokedAt = &revokedAt
+		m.scratchRevoked = time.UnixMilli(rec.revokedAt).UTC()
+		next.RevokedAt = &m.scratchRevoked
 	}
-	var expiresAt time.Time
 	if rec.flags&flagExpires != 0 {
-		expiresAt = time.UnixMilli(rec.expiresAt).UTC()
-		s.ExpiresAt = &expiresAt
+		m.scratchExpires = time.UnixMilli(rec.expiresAt).UTC()
+		next.ExpiresAt = &m.scratchExpires
 	}
-	k := domain.RestoreKey(s)
-	if k.Evolve(r.Event) != nil {
+	defer func() { *next = domain.KeySnapshot{} }() // keep no event's bytes alive
+	if domain.EvolveSnapshot(next, r.Event) != nil {
 		return
 	}
-	next := k.Snapshot()
 	if !storable(next.Description) {
 		return
 	}

@@ -331,14 +331,31 @@ func keysState(fs *flag.FlagSet) func(*invocation) error {
 			return err
 		}
 		defer closeStore()
-		events, err := store.LoadKey(inv.ctx, *project, *key)
+		// Only the events stored by then: the read ends at the last sequence stored at or
+		// before when, and the key's history is folded batch by batch as the bulk reader
+		// decodes it, however long it is.
+		until, err := store.SeqAtTime(inv.ctx, when)
+		if err != nil {
+			return err
+		}
+		var k *domain.Key
+		if until > 0 {
+			err = store.ReadKeyBatches(inv.ctx, *project, *key, until, func(batch []eventstore.RecordedEvent) error {
+				k = stateAt(k, batch, when)
+				return nil
+			})
+		} else { // nothing was stored by then: does the key exist at all?
+			var first []eventstore.RecordedEvent
+			if first, _, err = store.LoadKeyPage(inv.ctx, *project, *key, 0, 1); err == nil && len(first) == 0 {
+				err = domain.ErrKeyNotFound
+			}
+		}
 		if errors.Is(err, domain.ErrKeyNotFound) {
 			return fmt.Errorf("key %s not found in project %s", *key, *project)
 		}
 		if err != nil {
 			return err
 		}
-		k := stateAt(events, when)
 		if k == nil {
 			return fmt.Errorf("key %s of project %s did not exist yet at %s", *key, *project, when.UTC().Format(time.RFC3339Nano))
 		}
@@ -346,10 +363,9 @@ func keysState(fs *flag.FlagSet) func(*invocation) error {
 	}
 }
 
-// stateAt folds the events the stream had stored by at, as the read model would: messages
-// that are not valid events, and events out of order, leave the key as it was.
-func stateAt(events []eventstore.RecordedEvent, at time.Time) *domain.Key {
-	var k *domain.Key
+// stateAt folds onto k the events the stream had stored by at, as the read model would:
+// messages that are not valid events, and events out of order, leave the key as it was.
+func stateAt(k *domain.Key, events []eventstore.RecordedEvent, at time.Time) *domain.Key {
 	for _, r := range events {
 		if r.Time.After(at) {
 			break

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keyledger/keyledger/commands"
@@ -203,5 +205,75 @@ func TestFoldMemoryLimit(t *testing.T) {
 		if _, err := parseSize(bad); err == nil {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
+	}
+}
+
+// keys state reads a long history through the bulk reader, batch by batch, and stops at the
+// last event stored by --at: a key renamed 1,500 times (three batches of the reader), shown
+// as of a time after the 1,000th rename, with other keys' events in between.
+func TestKeyStateOfALongHistory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := testenv.NATS(t)
+	secretPath, hasher := deployment(t)
+	store, err := eventstore.Open(ctx, ns.Connect(t), eventstore.Config{EventKey: hasher.EventKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := commands.New(store, nil, hasher, commands.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.CreateProject(ctx, domain.Actor{Type: domain.ActorOperator, ID: "test"}, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := commands.Caller{ProjectID: p.Project.ID, Actor: domain.Actor{Type: domain.ActorServerKey, ID: "sk"}, RequestID: "r"}
+	created, err := h.CreateKey(ctx, caller, commands.NewKey{UserID: "u1", Description: "rename 0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := h.CreateKey(ctx, caller, commands.NewKey{UserID: "u2", Description: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := domain.RestoreKey(created.Key)
+	o := domain.RestoreKey(other.Key)
+	meta := domain.Meta{Time: time.Now(), Actor: caller.Actor, RequestID: "r", NewID: uuid.NewString}
+	var then time.Time
+	for round := 1; round <= 1500; round += 100 {
+		var evs []domain.Event
+		for i := round; i < round+100; i++ {
+			next, err := k.DecideUpdate(domain.UpdateKey{Description: new(fmt.Sprint("rename ", i))}, meta)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k, err = domain.EvolveKey(k, next[0]); err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, next...)
+			if i%3 == 0 {
+				next, _ := o.DecideUpdate(domain.UpdateKey{Description: new(fmt.Sprint("other ", i))}, meta)
+				o, _ = domain.EvolveKey(o, next[0])
+				evs = append(evs, next...)
+			}
+		}
+		if err := store.Import(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		if round+99 == 1000 {
+			time.Sleep(5 * time.Millisecond)
+			then = time.Now().UTC()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	env := map[string]string{envNATSURL: ns.URL, envSecretFile: secretPath}
+	past := lastJSONLine(t, keysctl(t, env, "keys", "state", "--project", p.Project.ID, "--key", created.Key.ID, "--at", then.Format(time.RFC3339Nano)))
+	if past["description"] != "rename 1000" {
+		t.Errorf("keys state --at after the 1,000th rename: %v", past)
+	}
+	now := lastJSONLine(t, keysctl(t, env, "keys", "state", "--project", p.Project.ID, "--key", created.Key.ID))
+	if now["description"] != "rename 1500" {
+		t.Errorf("keys state now: %v", now)
 	}
 }
