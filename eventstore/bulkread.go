@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +140,7 @@ func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bo
 		}
 	}
 	gather := func(m jetstream.Msg) {
-		md, err := m.Metadata()
+		md, err := ackMetadata(m)
 		mu.Lock()
 		defer mu.Unlock()
 		if ended {
@@ -149,7 +151,7 @@ func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bo
 			finish(fmt.Errorf("message metadata: %w", err))
 			return
 		}
-		seq := md.Sequence.Stream
+		seq := md.seq
 		if until != 0 && seq > until {
 			if cur != nil && !send(cur) {
 				finish(ctx.Err())
@@ -162,9 +164,9 @@ func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bo
 		if cur == nil {
 			cur = &batch{raw: make([]rawMsg, 0, ReadBatchSize), done: make(chan struct{})}
 		}
-		cur.raw = append(cur.raw, rawMsg{seq: seq, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data(), header: m.Headers()})
-		atEnd := until != 0 && (seq >= until || md.NumPending == 0)
-		if len(cur.raw) == ReadBatchSize || md.NumPending == 0 || atEnd {
+		cur.raw = append(cur.raw, rawMsg{seq: seq, pending: md.pending, subject: m.Subject(), stored: md.stored, data: m.Data(), header: m.Headers()})
+		atEnd := until != 0 && (seq >= until || md.pending == 0)
+		if len(cur.raw) == ReadBatchSize || md.pending == 0 || atEnd {
 			if !send(cur) {
 				finish(ctx.Err())
 				return
@@ -277,4 +279,62 @@ func (s *Store) orderedConsumer(ctx context.Context, from uint64, opts []Subscri
 		return nil, fmt.Errorf("subscribe from %d: %w: %w", from, ErrUnavailable, err)
 	}
 	return cons, nil
+}
+
+// ackMeta is what the bulk reader takes from a message's metadata.
+type ackMeta struct {
+	seq, pending uint64
+	stored       time.Time
+}
+
+// ackMetadata reads a message's stream sequence, pending count and time from its reply
+// subject, as jetstream.Msg.Metadata does but without allocating:
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>                        (9 tokens)
+//	$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...] (11 or more)
+//
+// Anything else goes to Metadata, which knows every form and reports what is wrong.
+func ackMetadata(m jetstream.Msg) (ackMeta, error) {
+	reply := m.Reply()
+	if md, ok := parseAckReply(reply); ok {
+		return md, nil
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return ackMeta{}, err
+	}
+	return ackMeta{seq: md.Sequence.Stream, pending: md.NumPending, stored: md.Timestamp}, nil
+}
+
+func parseAckReply(reply string) (ackMeta, bool) {
+	const prefix = "$JS.ACK."
+	if !strings.HasPrefix(reply, prefix) {
+		return ackMeta{}, false
+	}
+	var tokens [12]string // after the prefix: at most the v2 form's 10 and its extra tokens
+	n := 0
+	for rest := reply[len(prefix):]; n < len(tokens); n++ {
+		var ok bool
+		tokens[n], rest, ok = strings.Cut(rest, ".")
+		if !ok {
+			n++
+			break
+		}
+	}
+	var seq, tm, pending string
+	switch {
+	case n == 7: // v1: stream consumer delivered sseq cseq tm pending
+		seq, tm, pending = tokens[3], tokens[5], tokens[6]
+	case n >= 9 && n < len(tokens): // v2: domain hash stream consumer delivered sseq cseq tm pending ...
+		seq, tm, pending = tokens[5], tokens[7], tokens[8]
+	default:
+		return ackMeta{}, false
+	}
+	s, err1 := strconv.ParseUint(seq, 10, 64)
+	t, err2 := strconv.ParseInt(tm, 10, 64)
+	p, err3 := strconv.ParseUint(pending, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return ackMeta{}, false
+	}
+	return ackMeta{seq: s, pending: p, stored: time.Unix(0, t)}, true
 }

@@ -68,7 +68,8 @@ func eventsTail(fs *flag.FlagSet) func(*invocation) error {
 		if err != nil {
 			return fmt.Errorf("open event store on NATS at %s: %w", eventstore.RedactURLs(inv.natsURL), err)
 		}
-		t := &tail{inv: inv, store: store, out: bufio.NewWriter(inv.stdout)}
+		defaultMemorySources(inv.getenv).tuneBulkRead(0)
+		t := &tail{inv: inv, store: store, out: bufio.NewWriterSize(inv.stdout, 256<<10)} // few writes; flushed whenever caught up
 		return t.run(store.KeySubjectFilter(*project), max(*fromSeq, 1), start, *follow)
 	}
 }
