@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -187,18 +188,8 @@ func (f *shardedMemory) takeRefusals() []Refusal {
 		all = append(all, r...)
 		f.refused[i] = nil
 	}
-	slices.SortFunc(all, func(a, b Refusal) int { return compareSeq(a.Seq, b.Seq) })
+	slices.SortFunc(all, func(a, b Refusal) int { return cmp.Compare(a.Seq, b.Seq) })
 	return all
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Key is a key of the folded stream (after wait).

@@ -32,13 +32,13 @@ func lastJSONLine(t *testing.T, o outcome) map[string]any {
 	return v
 }
 
-func TestReplayVerifyAndKeyState(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// projectOnAStream is a NATS server of the test's own with a project created through the
+// commands, and a caller of that project.
+func projectOnAStream(t *testing.T) (*testenv.NATSServer, *eventstore.Store, *commands.Handler, commands.CreatedProject, commands.Caller, string) {
+	t.Helper()
 	ns := testenv.NATS(t)
-	dbURL := testenv.Postgres(t)
 	secretPath, hasher := deployment(t)
-	store, err := eventstore.Open(ctx, ns.Connect(t), eventstore.Config{EventKey: hasher.EventKey()})
+	store, err := eventstore.Open(context.Background(), ns.Connect(t), eventstore.Config{EventKey: hasher.EventKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,11 +46,18 @@ func TestReplayVerifyAndKeyState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := h.CreateProject(ctx, domain.Actor{Type: domain.ActorOperator, ID: "test"}, "acme")
+	p, err := h.CreateProject(context.Background(), domain.Actor{Type: domain.ActorOperator, ID: "test"}, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller := commands.Caller{ProjectID: p.Project.ID, Actor: domain.Actor{Type: domain.ActorServerKey, ID: "sk"}, RequestID: "r"}
+	return ns, store, h, p, commands.Caller{ProjectID: p.Project.ID, Actor: domain.Actor{Type: domain.ActorServerKey, ID: "sk"}, RequestID: "r"}, secretPath
+}
+
+func TestReplayVerifyAndKeyState(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns, _, h, p, caller, secretPath := projectOnAStream(t)
+	dbURL := testenv.Postgres(t)
 	created, err := h.CreateKey(ctx, caller, commands.NewKey{UserID: "u1", Description: "first"})
 	if err != nil {
 		t.Fatal(err)
@@ -214,21 +221,7 @@ func TestFoldMemoryLimit(t *testing.T) {
 func TestKeyStateOfALongHistory(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ns := testenv.NATS(t)
-	secretPath, hasher := deployment(t)
-	store, err := eventstore.Open(ctx, ns.Connect(t), eventstore.Config{EventKey: hasher.EventKey()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := commands.New(store, nil, hasher, commands.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := h.CreateProject(ctx, domain.Actor{Type: domain.ActorOperator, ID: "test"}, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	caller := commands.Caller{ProjectID: p.Project.ID, Actor: domain.Actor{Type: domain.ActorServerKey, ID: "sk"}, RequestID: "r"}
+	ns, store, h, p, caller, secretPath := projectOnAStream(t)
 	created, err := h.CreateKey(ctx, caller, commands.NewKey{UserID: "u1", Description: "rename 0"})
 	if err != nil {
 		t.Fatal(err)
