@@ -844,11 +844,11 @@ func TestCheck(t *testing.T) {
 	// Well-formed secrets of a real key id with the wrong random part, of an unknown key id,
 	// and malformed ones are all simply not found.
 	activeID := active.body["id"].(string)
-	forged, err := domain.FormatSecretKey(activeID, false, make([]byte, domain.SecretKeyBytes))
+	forged, err := domain.FormatSecretKey(activeID, domain.KeyTypeUser, false, make([]byte, domain.SecretKeyBytes))
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknown, _ := domain.FormatSecretKey("6f1c1f9e-0d2a-4a57-8a51-2e1b1b0c9d77", false, make([]byte, domain.SecretKeyBytes))
+	unknown, _ := domain.FormatSecretKey("6f1c1f9e-0d2a-4a57-8a51-2e1b1b0c9d77", domain.KeyTypeUser, false, make([]byte, domain.SecretKeyBytes))
 	secret := active.body["value"].(string)
 	mistyped := secret[:10] + string(secret[10]^1) + secret[11:]
 	for _, s := range []string{forged, unknown, mistyped, "sk_this_is_a_fake_api_key_123456789", "", strings.ToUpper(secret), "pk" + secret[2:]} {

@@ -120,7 +120,7 @@ func (s *server) rotateKey(w http.ResponseWriter, r *http.Request, caller comman
 		writeError(w, r, err)
 		return
 	}
-	created, err := s.d.Commands.RotateKey(r.Context(), caller, id, grace)
+	created, err := s.d.Commands.RotateKey(r.Context(), caller, domain.KeyTypeUser, id, grace)
 	if err != nil {
 		writeError(w, r, err)
 		return
