@@ -105,7 +105,7 @@ func TestErrorTable(t *testing.T) {
 func TestInstrument(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg, stoppedProjector{}, nil, nil, &streamPosition{})
+	m, err := newMetrics(reg, stoppedProjector{}, nil, nil, &streamPosition{}, nil, &replayCache{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -415,6 +415,10 @@ func TestTeamKeyLifecycle(t *testing.T) {
 	if again.Status != 200 || again.Raw != first.Raw || again.Header.Get("ETag") != first.Header.Get("ETag") {
 		t.Fatalf("repeat on the other instance: %d %s, want %s", again.Status, again.Raw, first.Raw)
 	}
+	// A third time on the same instance: from its copy of the record, without the bucket.
+	if r := b.do("POST", teamKeys, p, body, "Idempotency-Key", "team-create-1"); r.Raw != first.Raw {
+		t.Fatalf("second repeat: %d %s, want %s", r.Status, r.Raw, first.Raw)
+	}
 	if lastSeq(t, natsURL) != seq {
 		t.Fatal("a repeated team create appended events")
 	}
@@ -456,6 +460,32 @@ func TestTeamKeyLifecycle(t *testing.T) {
 	list := a.do("GET", teamKeys+"?team_id=team-1", p, nil)
 	if items, _ := list.Body["items"].([]any); len(items) != 2 {
 		t.Fatalf("team-1's keys after rotation: %s", list.Raw)
+	}
+
+	// What the two instances did shows in /metrics.
+	idem := func(k *keysd, outcome string) float64 {
+		return metric(t, k, `keyledger_idempotency_requests_total{outcome="`+outcome+`"}`)
+	}
+	for _, m := range []struct {
+		what string
+		got  float64
+	}{
+		{"claimed", idem(a, "claimed") + idem(b, "claimed")},
+		{"stored", idem(a, "stored") + idem(b, "stored")},
+		{"replayed from the bucket", idem(a, "replayed_bucket") + idem(b, "replayed_bucket")},
+		{"replayed from memory", idem(b, "replayed_memory")},
+		{"reused", idem(b, "reused")},
+		{"last-use touches", metric(t, a, "keyledger_last_use_touches_total")},
+		{"last-use records written", metric(t, a, "keyledger_last_use_records_written_total")},
+		{"last-use flushes", metric(t, a, "keyledger_last_use_flushes_total")},
+		{"last-use records read by the other instance", metric(t, b, "keyledger_last_use_records_read_total")},
+	} {
+		if m.got < 1 {
+			t.Errorf("/metrics: %s = %v, want at least 1", m.what, m.got)
+		}
+	}
+	if errs := metric(t, a, "keyledger_last_use_flush_errors_total"); errs != 0 {
+		t.Errorf("/metrics: %v last-use flush errors", errs)
 	}
 
 	if err := a.stop(); err != nil {
