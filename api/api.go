@@ -168,7 +168,7 @@ type server struct {
 // Route names; routeMethodNotAllowed marks a route that only answers 405.
 const routeMethodNotAllowed = "method-not-allowed"
 
-// NewHandler returns keysd's whole HTTP handler: the user-API-key endpoints and Stack Auth's
+// NewHandler returns keysd's whole HTTP handler: the user- and team-API-key endpoints and Stack Auth's
 // user lookup under /api/v1, GET /healthz, GET /readyz and GET /metrics.
 func NewHandler(d Deps) (http.Handler, error) {
 	d.setDefaults()
@@ -183,7 +183,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 		scanLimiter: newLimiter(d.CredentialScanningRate, d.CredentialScanningBurst,
 			"Too many credential-scanning reports from this address; retry the request later.")}
 	s.position = &streamPosition{ask: d.Store.LastSeq, timeout: d.WaitTimeout}
-	m, err := newMetrics(d.Registry, d.Projector, d.Store, d.ReadModel, s.position)
+	m, err := newMetrics(d.Registry, d.Projector, d.Store, d.ReadModel, s.position, d.LastUse, &s.replays)
 	if err != nil {
 		return nil, err
 	}
@@ -202,17 +202,19 @@ func NewHandler(d Deps) (http.Handler, error) {
 	r.Handle("/metrics", metricsHandler(d.Registry)).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/openapi.yaml", s.openAPI).Methods(http.MethodGet)
 
-	const keys = "/api/v1/user-api-keys"
-	// The static /check comes before {api_key_id}, for every method: POST is the check, any
-	// other method is 405 rather than a lookup of a key called "check".
-	r.Handle(keys+"/check", s.api(s.checkKey)).Methods(http.MethodPost)
-	r.HandleFunc(keys+"/check", s.methodNotAllowed).Name(routeMethodNotAllowed)
-	r.Handle(keys, s.api(s.listKeys)).Methods(http.MethodGet)
-	r.Handle(keys, s.api(s.idempotent(s.createKey))).Methods(http.MethodPost)
-	r.Handle(keys+"/{api_key_id}", s.api(s.getKey)).Methods(http.MethodGet)
-	r.Handle(keys+"/{api_key_id}", s.api(s.idempotent(s.updateKey))).Methods(http.MethodPatch)
-	r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents)).Methods(http.MethodGet)
-	r.Handle(keys+"/{api_key_id}/rotate", s.api(s.idempotent(s.rotateKey))).Methods(http.MethodPost)
+	for _, kind := range keyKinds {
+		keys := kind.path
+		// The static /check comes before {api_key_id}, for every method: POST is the check,
+		// any other method is 405 rather than a lookup of a key called "check".
+		r.Handle(keys+"/check", s.api(s.checkKey(kind))).Methods(http.MethodPost)
+		r.HandleFunc(keys+"/check", s.methodNotAllowed).Name(routeMethodNotAllowed)
+		r.Handle(keys, s.api(s.listKeys(kind))).Methods(http.MethodGet)
+		r.Handle(keys, s.api(s.idempotent(s.createKey(kind)))).Methods(http.MethodPost)
+		r.Handle(keys+"/{api_key_id}", s.api(s.getKey(kind))).Methods(http.MethodGet)
+		r.Handle(keys+"/{api_key_id}", s.api(s.idempotent(s.updateKey(kind)))).Methods(http.MethodPatch)
+		r.Handle(keys+"/{api_key_id}/events", s.api(s.keyEvents(kind))).Methods(http.MethodGet)
+		r.Handle(keys+"/{api_key_id}/rotate", s.api(s.idempotent(s.rotateKey(kind)))).Methods(http.MethodPost)
+	}
 	r.Handle("/api/v1/users/{user_id}", s.api(s.getUser)).Methods(http.MethodGet)
 	r.Handle("/api/v1/integrations/credential-scanning/revoke", s.unauthenticated(s.credentialScanningRevoke)).Methods(http.MethodPost)
 	s.router = r

@@ -48,7 +48,7 @@ func FuzzDecodeUpdate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body, contentType, id, query string) {
 		r := request(http.MethodPatch, keysPath+"/x", contentType, body, id)
 		r.URL.RawQuery = query
-		gotID, u, err := decodeUpdate(httptest.NewRecorder(), r)
+		gotID, u, err := decodeUpdate(httptest.NewRecorder(), r, userKeys)
 		checkDecoded(t, err, u.Description)
 		if err == nil {
 			if _, ok := parseUUID(gotID); !ok || gotID != strings.ToLower(gotID) {
@@ -75,7 +75,7 @@ func FuzzDecodeCreate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		r := request(http.MethodPost, keysPath, jsonType, body, "")
-		k, err := decodeCreate(httptest.NewRecorder(), r)
+		k, err := decodeCreate(httptest.NewRecorder(), r, userKeys)
 		checkDecoded(t, err, &k.UserID, &k.Description)
 		if err == nil {
 			if k.UserID == "" || utf8.RuneCountInString(k.UserID) > domain.MaxUserIDChars {

@@ -284,14 +284,22 @@ func (e *env) createKey(t *testing.T, p project, body string) response {
 var isoUTC = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$`)
 
 // checkKeyObject checks the key object of CONTRACT section 3: exactly these fields, the
-// timestamps in ISO 8601 UTC or null, never omitted.
+// timestamps in ISO 8601 UTC or null, never omitted; a team key (section 6) has team_id in
+// place of user_id.
 func checkKeyObject(t *testing.T, k map[string]any, created bool) {
 	t.Helper()
+	owner := "user_id"
+	if k["type"] == "team" {
+		owner = "team_id"
+	}
 	want := []string{"created_at", "created_at_millis", "description", "expires_at", "expires_at_millis", "id", "is_public",
-		"last_used_at", "last_used_at_millis", "manually_revoked_at", "manually_revoked_at_millis", "type", "user_id", "value"}
+		"last_used_at", "last_used_at_millis", "manually_revoked_at", "manually_revoked_at_millis", owner, "type", "value"}
+	slices.Sort(want)
 	var got []string
 	for name := range k {
-		got = append(got, name)
+		if name != "rotated_from" || !created { // a rotation's response names the key it replaced
+			got = append(got, name)
+		}
 	}
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
@@ -300,8 +308,11 @@ func checkKeyObject(t *testing.T, k map[string]any, created bool) {
 	if _, ok := k["id"].(string); !ok {
 		t.Fatalf("id %v", k["id"])
 	}
-	if k["type"] != "user" {
+	if k["type"] != "user" && k["type"] != "team" {
 		t.Fatalf("type %v", k["type"])
+	}
+	if s, ok := k[owner].(string); !ok || s == "" {
+		t.Fatalf("%s %v", owner, k[owner])
 	}
 	if _, ok := k["is_public"].(bool); !ok {
 		t.Fatalf("is_public %v", k["is_public"])
@@ -523,7 +534,7 @@ func TestRefusedRequests(t *testing.T) {
 		{"over 64 KiB", http.MethodPatch, keyPath, h, `{"description":"` + strings.Repeat("x", 64<<10) + `"}`, 413, "PAYLOAD_TOO_LARGE", ""},
 		{"no such key", http.MethodGet, v1 + "/00000000-0000-4000-8000-000000000000", h, ``, 404, "API_KEY_NOT_FOUND", "API key not found."},
 		{"patch of no such key", http.MethodPatch, v1 + "/00000000-0000-4000-8000-000000000000", h, `{"revoked":true}`, 404, "API_KEY_NOT_FOUND", ""},
-		{"unknown route", http.MethodGet, "/api/v1/team-api-keys", h, ``, 404, "ROUTE_NOT_FOUND", ""},
+		{"unknown route", http.MethodGet, "/api/v1/teams/t1", h, ``, 404, "ROUTE_NOT_FOUND", ""},
 		{"unknown route outside the API", http.MethodGet, "/nothing/here", nil, ``, 404, "ROUTE_NOT_FOUND", ""},
 		{"trailing slash", http.MethodGet, v1 + "/", h, ``, 404, "ROUTE_NOT_FOUND", ""},
 		{"unclean path", http.MethodGet, "/api/v1/../v1/user-api-keys?user_id=u1", h, ``, 404, "ROUTE_NOT_FOUND", ""},
@@ -844,11 +855,11 @@ func TestCheck(t *testing.T) {
 	// Well-formed secrets of a real key id with the wrong random part, of an unknown key id,
 	// and malformed ones are all simply not found.
 	activeID := active.body["id"].(string)
-	forged, err := domain.FormatSecretKey(activeID, false, make([]byte, domain.SecretKeyBytes))
+	forged, err := domain.FormatSecretKey(activeID, domain.KeyTypeUser, false, make([]byte, domain.SecretKeyBytes))
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknown, _ := domain.FormatSecretKey("6f1c1f9e-0d2a-4a57-8a51-2e1b1b0c9d77", false, make([]byte, domain.SecretKeyBytes))
+	unknown, _ := domain.FormatSecretKey("6f1c1f9e-0d2a-4a57-8a51-2e1b1b0c9d77", domain.KeyTypeUser, false, make([]byte, domain.SecretKeyBytes))
 	secret := active.body["value"].(string)
 	mistyped := secret[:10] + string(secret[10]^1) + secret[11:]
 	for _, s := range []string{forged, unknown, mistyped, "sk_this_is_a_fake_api_key_123456789", "", strings.ToUpper(secret), "pk" + secret[2:]} {

@@ -30,6 +30,7 @@ const (
 	CodeAPIKeyRevoked              = "API_KEY_REVOKED"
 	CodeAPIKeyExpired              = "API_KEY_EXPIRED"
 	CodeUserNotFound               = "USER_NOT_FOUND"
+	CodeWrongAPIKeyType            = "WRONG_API_KEY_TYPE"
 	CodeAccessTypeWithoutProjectID = "ACCESS_TYPE_WITHOUT_PROJECT_ID"
 	CodeCurrentProjectNotFound     = "CURRENT_PROJECT_NOT_FOUND"
 	CodeServerAuthRequired         = "SERVER_AUTHENTICATION_REQUIRED"
@@ -102,6 +103,11 @@ func isValidation(err error) bool {
 	return errors.As(err, &v)
 }
 
+func isWrongKeyType(err error) bool {
+	_, ok := errors.AsType[*domain.WrongKeyTypeError](err)
+	return ok
+}
+
 // errProjectorBehind: the projector did not reach the sequence a request waited for in time.
 var errProjectorBehind = errors.New("the read model did not catch up in time")
 
@@ -165,6 +171,12 @@ var errorTable = []errorMapping{
 		message: "This Idempotency-Key was used with another request body; use a new key for a new request."},
 	{match: is(errIdempotencyKeyInUse), status: http.StatusConflict, code: CodeIdempotencyKeyInUse,
 		message: "A request with this Idempotency-Key is still in flight; retry after it finishes.", retryAfter: retryAfterInFlight},
+	{match: isWrongKeyType, status: http.StatusBadRequest, code: CodeWrongAPIKeyType,
+		describe: func(err error) (string, map[string]any) {
+			wrong, _ := errors.AsType[*domain.WrongKeyTypeError](err)
+			return fmt.Sprintf("This endpoint is for %s API keys, but a %s API key was provided.", wrong.Expected, wrong.Actual),
+				map[string]any{"expected_type": string(wrong.Expected), "actual_type": string(wrong.Actual)}
+		}},
 	{match: is(domain.ErrKeyRevoked), status: http.StatusUnauthorized, code: CodeAPIKeyRevoked, message: "API key has been revoked."},
 	{match: is(domain.ErrKeyExpired), status: http.StatusUnauthorized, code: CodeAPIKeyExpired, message: "API key has expired."},
 	{match: is(errUserNotFound), status: http.StatusNotFound, code: CodeUserNotFound, message: "User not found."},

@@ -38,6 +38,8 @@ func TestErrorTable(t *testing.T) {
 		{"un-revoke", wrap(domain.ErrKeyAlreadyRevoked), 409, CodeAPIKeyAlreadyRevoked, "", ""},
 		{"revoked", domain.ErrKeyRevoked, 401, CodeAPIKeyRevoked, "API key has been revoked.", ""},
 		{"expired", domain.ErrKeyExpired, 401, CodeAPIKeyExpired, "API key has expired.", ""},
+		{"wrong key type", &domain.WrongKeyTypeError{Expected: domain.KeyTypeUser, Actual: domain.KeyTypeTeam}, 400, CodeWrongAPIKeyType,
+			"This endpoint is for user API keys, but a team API key was provided.", ""},
 		{"validation", wrap(&domain.ValidationError{Msg: "body.description must be at most 4096 bytes"}), 400, CodeSchemaError,
 			schemaMsg(http.MethodPatch, "/p", "body.description must be at most 4096 bytes"), ""},
 		{"contention", wrap(commands.ErrContention), 503, CodeServiceUnavailable, "", "1"},
@@ -103,7 +105,7 @@ func TestErrorTable(t *testing.T) {
 func TestInstrument(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg, stoppedProjector{}, nil, nil, &streamPosition{})
+	m, err := newMetrics(reg, stoppedProjector{}, nil, nil, &streamPosition{}, nil, &replayCache{})
 	if err != nil {
 		t.Fatal(err)
 	}

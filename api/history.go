@@ -32,8 +32,17 @@ const historyPageLimit = 1000
 // events are left out, as every reader leaves them out. The cursor is the stream sequence
 // of the last event of the previous page; a key renamed a million times is read a page at a
 // time instead of at once.
-func (s *server) keyEvents(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	id, after, limit, err := decodeHistory(r)
+//
+// On the team path it serves team keys only, on the user path user keys only: a key of the
+// other kind is not found.
+func (s *server) keyEvents(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		s.writeKeyEvents(w, r, caller, kind)
+	}
+}
+
+func (s *server) writeKeyEvents(w http.ResponseWriter, r *http.Request, caller commands.Caller, kind keyKind) {
+	id, after, limit, err := decodeHistory(r, kind)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -59,6 +68,10 @@ func (s *server) keyEvents(w http.ResponseWriter, r *http.Request, caller comman
 		cursor = max(cursor, rec.Seq)
 		if rec.Err != nil || !nextInOrder(version, rec.Event) {
 			continue
+		}
+		if (rec.Event.TeamID != "") != (kind.typ == domain.KeyTypeTeam) {
+			writeError(w, r, domain.ErrKeyNotFound) // a key of the other kind
+			return
 		}
 		version = rec.Event.Version
 		doc, err := domain.MarshalEvent(rec.Event)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -71,6 +72,38 @@ type storedResponse struct {
 	Body   []byte `json:"body"`
 }
 
+// storedResponseV1 marks the binary form of a stored response (encode).
+const storedResponseV1 = 1
+
+// encode is the response as it is sealed in its record: a version byte, the status (2 bytes,
+// big endian), the ETag's length (1 byte) and the ETag, then the body as it was sent. A
+// replay decodes it with no JSON and copies the body out (profiled: decoding a JSON form,
+// the body in base64, was most of a replay's own cost).
+func (r storedResponse) encode() ([]byte, error) {
+	if r.Status < 100 || r.Status > 999 || len(r.ETag) > 255 {
+		return nil, fmt.Errorf("response to store: status %d, ETag of %d bytes", r.Status, len(r.ETag))
+	}
+	b := make([]byte, 0, 4+len(r.ETag)+len(r.Body))
+	b = append(b, storedResponseV1, byte(r.Status>>8), byte(r.Status), byte(len(r.ETag)))
+	b = append(b, r.ETag...)
+	return append(b, r.Body...), nil
+}
+
+// decodeStoredResponse reads a sealed response: the binary form of encode, or the JSON of
+// records written before it ({"status", "etag", "body" in base64}).
+func decodeStoredResponse(plain []byte) (storedResponse, error) {
+	if len(plain) > 0 && plain[0] == '{' {
+		var r storedResponse
+		err := json.Unmarshal(plain, &r)
+		return r, err
+	}
+	if len(plain) < 4 || plain[0] != storedResponseV1 || len(plain) < 4+int(plain[3]) {
+		return storedResponse{}, errors.New("stored response: not a known form")
+	}
+	n := 4 + int(plain[3])
+	return storedResponse{Status: int(plain[1])<<8 | int(plain[2]), ETag: string(plain[4:n]), Body: plain[n:]}, nil
+}
+
 // idempotent runs h at most once per Idempotency-Key, replaying its response to repeats.
 // Requests without the header run as they are.
 func (s *server) idempotent(h apiHandler) apiHandler {
@@ -96,7 +129,10 @@ func (s *server) idempotent(h apiHandler) apiHandler {
 			return
 		}
 		sum := sha256.Sum256(body)
-		rec := idempotencyRecord{Fingerprint: hex.EncodeToString(sum[:])}
+		// ClaimedAt is set here, not in the claim, so that the completed record keeps it: the
+		// copy kept for replays expires by it (a record stored with 0 was never kept, and
+		// every replay read the bucket again).
+		rec := idempotencyRecord{Fingerprint: hex.EncodeToString(sum[:]), ClaimedAt: time.Now().UnixMilli()}
 		name := recordName(caller.ProjectID, r.Method, r.URL.Path, key)
 
 		rev, ok := s.claimIdempotencyKey(w, r, name, rec)
@@ -108,12 +144,15 @@ func (s *server) idempotent(h apiHandler) apiHandler {
 		// The client's request may be gone; the record must still be settled.
 		ctx := context.WithoutCancel(r.Context())
 		if !replayable(cw.status) {
+			s.metrics.idempotency.WithLabelValues(idemReleased).Inc()
 			if err := s.d.Idempotency.Release(ctx, name, rev); err != nil && !errors.Is(err, eventstore.ErrRecordChanged) {
 				s.log.WarnContext(ctx, "idempotency claim not released; it expires by itself", "request_id", requestID(ctx), "err", err)
 			}
 			return
 		}
-		if err := s.completeIdempotencyKey(ctx, name, rev, rec, storedResponse{Status: cw.status, ETag: cw.Header().Get("ETag"), Body: cw.body.Bytes()}); err != nil {
+		resp := storedResponse{Status: cw.status, ETag: cw.Header().Get("ETag"), Body: cw.body.Bytes()}
+		if err := s.completeIdempotencyKey(ctx, name, rev, rec, resp); err != nil {
+			s.metrics.idempotency.WithLabelValues(idemNotStored).Inc()
 			s.log.WarnContext(ctx, "idempotency record not completed; a retry may run the request again after the claim expires",
 				"request_id", requestID(ctx), "err", err)
 		}
@@ -124,17 +163,19 @@ func (s *server) idempotent(h apiHandler) apiHandler {
 // record there is: the first response again, 422 for another body, 409 while in flight.
 // ok tells whether the request is to run.
 func (s *server) claimIdempotencyKey(w http.ResponseWriter, r *http.Request, name string, rec idempotencyRecord) (uint64, bool) {
-	now := time.Now()
-	rec.ClaimedAt = now.UnixMilli()
-	claim, err := json.Marshal(rec)
-	if err != nil {
-		writeError(w, r, err)
-		return 0, false
-	}
+	now := time.UnixMilli(rec.ClaimedAt)
 	first, cached := s.replays.get(name, now)
+	outcome := idemReplayedMemory
+	var claim []byte
 	if !cached {
+		var err error
+		if claim, err = json.Marshal(rec); err != nil {
+			writeError(w, r, err)
+			return 0, false
+		}
 		rev, existing, err := s.d.Idempotency.Claim(r.Context(), name, claim)
 		if err == nil {
+			s.metrics.idempotency.WithLabelValues(idemClaimed).Inc()
 			return rev, true
 		}
 		if !errors.Is(err, eventstore.ErrRecordExists) {
@@ -149,22 +190,27 @@ func (s *server) claimIdempotencyKey(w http.ResponseWriter, r *http.Request, nam
 		if len(first.Sealed) > 0 {
 			s.replays.put(name, first, now)
 		}
+		outcome = idemReplayedBucket
 	}
 	rev := first.revision
 	switch {
 	case first.Fingerprint != rec.Fingerprint:
+		s.metrics.idempotency.WithLabelValues(idemReused).Inc()
 		writeError(w, r, errIdempotencyKeyReused)
 		return 0, false
 	case len(first.Sealed) > 0:
+		s.metrics.idempotency.WithLabelValues(outcome).Inc()
 		s.replay(w, r, name, first)
 		return 0, false
 	case now.Sub(time.UnixMilli(first.ClaimedAt)) < claimStale:
+		s.metrics.idempotency.WithLabelValues(idemInUse).Inc()
 		writeError(w, r, errIdempotencyKeyInUse)
 		return 0, false
 	}
 	// A claim its keysd never completed: take it over, unless someone else just did.
-	rev, err = s.d.Idempotency.Replace(r.Context(), name, claim, rev)
+	rev, err := s.d.Idempotency.Replace(r.Context(), name, claim, rev)
 	if errors.Is(err, eventstore.ErrRecordChanged) {
+		s.metrics.idempotency.WithLabelValues(idemInUse).Inc()
 		writeError(w, r, errIdempotencyKeyInUse)
 		return 0, false
 	}
@@ -172,12 +218,13 @@ func (s *server) claimIdempotencyKey(w http.ResponseWriter, r *http.Request, nam
 		writeError(w, r, err)
 		return 0, false
 	}
+	s.metrics.idempotency.WithLabelValues(idemTakenOver).Inc()
 	return rev, true
 }
 
 // completeIdempotencyKey stores the response, sealed, in place of the claim.
 func (s *server) completeIdempotencyKey(ctx context.Context, name string, rev uint64, rec idempotencyRecord, resp storedResponse) error {
-	plain, err := json.Marshal(resp)
+	plain, err := resp.encode()
 	if err != nil {
 		return err
 	}
@@ -195,6 +242,7 @@ func (s *server) completeIdempotencyKey(ctx context.Context, name string, rev ui
 	if _, err = s.d.Idempotency.Replace(ctx, name, done, rev); err != nil {
 		return err
 	}
+	s.metrics.idempotency.WithLabelValues(idemStored).Inc()
 	s.replays.put(name, rec, time.Now())
 	return nil
 }
@@ -217,6 +265,13 @@ const (
 	replayCacheSize = 10_000
 	replayCacheTTL  = time.Hour
 )
+
+// len is how many records the cache holds.
+func (c *replayCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.records)
+}
 
 func (c *replayCache) get(name string, now time.Time) (idempotencyRecord, bool) {
 	c.mu.Lock()
@@ -241,9 +296,12 @@ func (c *replayCache) put(name string, rec idempotencyRecord, now time.Time) {
 		}
 	}
 	// Never past the bucket's expiry, which is 24 hours after the response was stored, so
-	// after the claim.
+	// after the claim. A record without its claim's time (written by an older keysd) is kept
+	// for a minute only.
 	until := now.Add(replayCacheTTL)
-	if expiry := time.UnixMilli(rec.ClaimedAt).Add(eventstore.IdempotencyWindow); expiry.Before(until) {
+	if rec.ClaimedAt == 0 {
+		until = now.Add(time.Minute)
+	} else if expiry := time.UnixMilli(rec.ClaimedAt).Add(eventstore.IdempotencyWindow); expiry.Before(until) {
 		until = expiry
 	}
 	c.records[name] = cachedRecord{rec: rec, until: until}
@@ -256,8 +314,8 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request, name string, rec
 		writeError(w, r, err)
 		return
 	}
-	var resp storedResponse
-	if err := json.Unmarshal(plain, &resp); err != nil {
+	resp, err := decodeStoredResponse(plain)
+	if err != nil {
 		writeError(w, r, err)
 		return
 	}
@@ -265,16 +323,17 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request, name string, rec
 	if resp.ETag != "" {
 		h.Set("ETag", resp.ETag)
 	}
+	body := resp.Body
 	if resp.Status >= 400 {
 		var e errorBody
-		if json.Unmarshal(resp.Body, &e) == nil && e.Code != "" {
+		if json.Unmarshal(body, &e) == nil && e.Code != "" {
 			h.Set(headerKnownError, e.Code)
 		}
 	}
 	h.Set(headerIdempotentReplayed, "true")
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(resp.Status)
-	_, _ = w.Write(resp.Body)
+	_, _ = w.Write(body)
 }
 
 // replayable tells whether a response is the request's outcome, to be sent again to a

@@ -12,167 +12,199 @@ import (
 	"github.com/keyledger/keyledger/projections"
 )
 
-// createKey is POST /user-api-keys: the key object plus, this once, the full secret.
-func (s *server) createKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	newKey, err := decodeCreate(w, r)
-	if err != nil {
-		writeError(w, r, err)
-		return
+// createKey is POST /user-api-keys and POST /team-api-keys: the key object plus, this once,
+// the full secret.
+func (s *server) createKey(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		newKey, err := decodeCreate(w, r, kind)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		created, err := s.d.Commands.CreateKey(r.Context(), caller, newKey)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		// The key exists now, and its secret is in this response only: a projector that is slow
+		// to show it must not cost the client the secret, so a failed wait is logged, not
+		// returned.
+		if err := s.waitFor(r.Context(), created.Seq); err != nil {
+			s.log.WarnContext(r.Context(), "created key not yet in the read model",
+				"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
+		}
+		obj := s.keyObject(created.Key)
+		obj.Value = created.Secret
+		setETag(w, created.Key.Version)
+		writeJSON(w, http.StatusOK, obj)
 	}
-	created, err := s.d.Commands.CreateKey(r.Context(), caller, newKey)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	// The key exists now, and its secret is in this response only: a projector that is slow to
-	// show it must not cost the client the secret, so a failed wait is logged, not returned.
-	if err := s.waitFor(r.Context(), created.Seq); err != nil {
-		s.log.WarnContext(r.Context(), "created key not yet in the read model",
-			"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
-	}
-	obj := s.keyObject(created.Key)
-	obj.Value = created.Secret
-	setETag(w, created.Key.Version)
-	writeJSON(w, http.StatusOK, obj)
 }
 
-// keysOfUser reads a user's keys in the caller's project, after the read barrier.
-func (s *server) keysOfUser(r *http.Request, caller commands.Caller, userID string) ([]projections.KeyView, error) {
+// keysOf reads a user's or a team's keys in the caller's project, after the read barrier.
+func (s *server) keysOf(r *http.Request, caller commands.Caller, kind keyKind, owner string) ([]projections.KeyView, error) {
 	if err := s.readBarrier(r.Context()); err != nil {
 		return nil, err
 	}
-	views, err := s.d.ReadModel.KeysByUser(r.Context(), caller.ProjectID, userID)
+	views, err := kind.keysOf(s.d.ReadModel, r.Context(), caller.ProjectID, owner)
 	if err != nil {
-		return nil, fmt.Errorf("keys of a user: %w", err)
+		return nil, fmt.Errorf("keys of a %s: %w", kind.typ, err)
 	}
 	return views, nil
 }
 
-// listKeys is GET /user-api-keys?user_id=U: the user's keys, newest first.
-func (s *server) listKeys(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	userID, err := decodeList(r)
-	if err != nil {
-		writeError(w, r, err)
-		return
+// listKeys is GET /user-api-keys?user_id=U and GET /team-api-keys?team_id=T: the owner's
+// keys, newest first.
+func (s *server) listKeys(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		owner, err := decodeList(r, kind)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		views, err := s.keysOf(r, caller, kind, owner)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		list := keyList{IsPaginated: false, Items: make([]keyObject, 0, len(views))}
+		for _, k := range views {
+			list.Items = append(list.Items, s.keyObject(k.KeySnapshot))
+		}
+		writeJSON(w, http.StatusOK, list)
 	}
-	views, err := s.keysOfUser(r, caller, userID)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	list := keyList{IsPaginated: false, Items: make([]keyObject, 0, len(views))}
-	for _, k := range views {
-		list.Items = append(list.Items, s.keyObject(k.KeySnapshot))
-	}
-	writeJSON(w, http.StatusOK, list)
 }
 
-// getKey is GET /user-api-keys/{api_key_id}.
-func (s *server) getKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	id, err := decodeGet(r)
-	if err != nil {
-		writeError(w, r, err)
-		return
+// getKey is GET /user-api-keys/{api_key_id} and GET /team-api-keys/{api_key_id}.
+func (s *server) getKey(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		id, err := decodeGet(r, kind)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := s.readBarrier(r.Context()); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		key, err := s.keyOfKind(r.Context(), kind, caller.ProjectID, id)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if notModified(w, r, key.Version) {
+			return
+		}
+		setETag(w, key.Version)
+		writeJSON(w, http.StatusOK, s.keyObject(key))
 	}
-	if err := s.readBarrier(r.Context()); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	key, err := s.key(r.Context(), caller.ProjectID, id)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	if notModified(w, r, key.Version) {
-		return
-	}
-	setETag(w, key.Version)
-	writeJSON(w, http.StatusOK, s.keyObject(key))
 }
 
-// updateKey is PATCH /user-api-keys/{api_key_id}, the seed page: only the fields present are
-// applied, and the response (and every later read) shows the key after the change.
-func (s *server) updateKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	id, u, err := decodeUpdate(w, r)
-	if err != nil {
-		writeError(w, r, err)
-		return
+// updateKey is PATCH /user-api-keys/{api_key_id} (and the team path), the seed page: only
+// the fields present are applied, and the response (and every later read) shows the key
+// after the change.
+func (s *server) updateKey(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		id, u, err := decodeUpdate(w, r, kind)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		u.Precondition = ifMatch(r)
+		u.Type = kind.typ
+		res, err := s.d.Commands.UpdateKey(r.Context(), caller, id, u)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := s.waitFor(r.Context(), res.Seq); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		setETag(w, res.Key.Version)
+		writeJSON(w, http.StatusOK, s.keyObject(res.Key))
 	}
-	u.Precondition = ifMatch(r)
-	res, err := s.d.Commands.UpdateKey(r.Context(), caller, id, u)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	if err := s.waitFor(r.Context(), res.Seq); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	setETag(w, res.Key.Version)
-	writeJSON(w, http.StatusOK, s.keyObject(res.Key))
 }
 
-// rotateKey is POST /user-api-keys/{api_key_id}/rotate: a new key for the same owner and
-// description, with its secret this once, and the old key expiring after the grace period.
-func (s *server) rotateKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	id, grace, err := decodeRotate(w, r)
-	if err != nil {
-		writeError(w, r, err)
-		return
+// rotateKey is POST /user-api-keys/{api_key_id}/rotate (and the team path): a new key for
+// the same owner and description, with its secret this once, and the old key expiring after
+// the grace period.
+func (s *server) rotateKey(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		id, grace, err := decodeRotate(w, r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		created, err := s.d.Commands.RotateKey(r.Context(), caller, kind.typ, id, grace)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		// As for create: the new secret is in this response only, so a slow projector is logged.
+		if err := s.waitFor(r.Context(), created.Seq); err != nil {
+			s.log.WarnContext(r.Context(), "rotated key not yet in the read model",
+				"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
+		}
+		obj := s.keyObject(created.Key)
+		obj.Value = created.Secret
+		obj.RotatedFrom = id
+		setETag(w, created.Key.Version)
+		writeJSON(w, http.StatusOK, obj)
 	}
-	created, err := s.d.Commands.RotateKey(r.Context(), caller, id, grace)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	// As for create: the new secret is in this response only, so a slow projector is logged.
-	if err := s.waitFor(r.Context(), created.Seq); err != nil {
-		s.log.WarnContext(r.Context(), "rotated key not yet in the read model",
-			"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
-	}
-	obj := s.keyObject(created.Key)
-	obj.Value = created.Secret
-	obj.RotatedFrom = id
-	setETag(w, created.Key.Version)
-	writeJSON(w, http.StatusOK, obj)
 }
 
-// checkKey is POST /user-api-keys/check: the key a secret belongs to, if it is valid now.
-// A malformed secret is not looked up; a revoked key is reported before an expired one.
-func (s *server) checkKey(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
-	secret, err := decodeCheck(w, r)
+// checkKey is POST /user-api-keys/check and POST /team-api-keys/check: the key a secret
+// belongs to, if it is valid now. A malformed secret is not looked up; a key of the other
+// kind is WRONG_API_KEY_TYPE, reported before revocation, and a revoked key before an
+// expired one.
+func (s *server) checkKey(kind keyKind) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request, caller commands.Caller) {
+		secret, err := decodeCheck(w, r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		keyID, err := domain.ParseSecretKey(secret)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := s.readBarrier(r.Context()); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		key, err := s.key(r.Context(), caller.ProjectID, keyID)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if !s.d.Hasher.SecretKeyMatches(secret, key.SecretHash) {
+			writeError(w, r, domain.ErrKeyNotFound)
+			return
+		}
+		now := s.d.Clock()
+		if err := domain.RestoreKey(key).CheckAs(kind.typ, now); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if s.d.LastUse != nil {
+			s.d.LastUse.Touch(key.ProjectID, key.ID, now.UTC().Truncate(time.Millisecond))
+		}
+		setETag(w, key.Version)
+		writeJSON(w, http.StatusOK, s.keyObject(key))
+	}
+}
+
+// keyOfKind is key for a path of one kind: a key of the other kind is not found.
+func (s *server) keyOfKind(ctx context.Context, kind keyKind, projectID, keyID string) (domain.KeySnapshot, error) {
+	key, err := s.key(ctx, projectID, keyID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return domain.KeySnapshot{}, err
 	}
-	keyID, err := domain.ParseSecretKey(secret)
-	if err != nil {
-		writeError(w, r, err)
-		return
+	if !kind.owns(key) {
+		return domain.KeySnapshot{}, fmt.Errorf("key %s is a %s key: %w", keyID, key.Type(), domain.ErrKeyNotFound)
 	}
-	if err := s.readBarrier(r.Context()); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	key, err := s.key(r.Context(), caller.ProjectID, keyID)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	if !s.d.Hasher.SecretKeyMatches(secret, key.SecretHash) {
-		writeError(w, r, domain.ErrKeyNotFound)
-		return
-	}
-	now := s.d.Clock()
-	if err := domain.RestoreKey(key).Check(now); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	if s.d.LastUse != nil {
-		s.d.LastUse.Touch(key.ProjectID, key.ID, now.UTC().Truncate(time.Millisecond))
-	}
-	setETag(w, key.Version)
-	writeJSON(w, http.StatusOK, s.keyObject(key))
+	return key, nil
 }
 
 // keyObject renders a key with its last use.

@@ -22,7 +22,26 @@ type metrics struct {
 	panics   prometheus.Counter
 	errors   *prometheus.CounterVec
 	ready    *prometheus.GaugeVec
+	// idempotency counts requests with an Idempotency-Key by outcome (idempotencyOutcomes).
+	idempotency *prometheus.CounterVec
 }
+
+// The outcomes of a request with an Idempotency-Key, the label of
+// keyledger_idempotency_requests_total.
+const (
+	idemClaimed        = "claimed"         // first seen: the request ran
+	idemReplayedMemory = "replayed_memory" // answered again from this keysd's copy of the record
+	idemReplayedBucket = "replayed_bucket" // answered again from the bucket's record
+	idemReused         = "reused"          // another body: 422 IDEMPOTENCY_KEY_REUSED
+	idemInUse          = "in_use"          // first still in flight: 409 IDEMPOTENCY_KEY_IN_USE
+	idemTakenOver      = "taken_over"      // a stale claim of a crashed keysd: the request ran
+	idemStored         = "stored"          // the response was stored in the bucket, sealed
+	idemNotStored      = "store_failed"    // the response could not be stored
+	idemReleased       = "released"        // not replayable (4xx of its shape, 5xx): the claim was dropped
+)
+
+var idempotencyOutcomes = []string{idemClaimed, idemReplayedMemory, idemReplayedBucket, idemReused, idemInUse,
+	idemTakenOver, idemStored, idemNotStored, idemReleased}
 
 // setReadiness records the outcome of each readiness check of the latest /readyz.
 func (m *metrics) setReadiness(results []checkResult) {
@@ -35,7 +54,8 @@ func (m *metrics) setReadiness(results []checkResult) {
 	}
 }
 
-func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.Store, rm projections.ReadModel, barrier *streamPosition) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.Store, rm projections.ReadModel, barrier *streamPosition,
+	lastUse *projections.LastUse, replays *replayCache) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyledger_http_requests_total",
@@ -66,14 +86,26 @@ func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.St
 			Name: "keyledger_readiness_check",
 			Help: "1 when the readiness check passed at the latest GET /readyz, 0 when it failed, by check name.",
 		}, []string{"check"}),
+		idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyledger_idempotency_requests_total",
+			Help: "Requests with an Idempotency-Key, by outcome: claimed, replayed_memory, replayed_bucket, reused (422), in_use (409), taken_over, stored, store_failed, released.",
+		}, []string{"outcome"}),
+	}
+	for _, o := range idempotencyOutcomes {
+		m.idempotency.WithLabelValues(o) // every outcome shows from the start, at 0
 	}
 	position := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keyledger_projector_position",
 		Help: "Stream sequence of the last event the read model applied.",
 	}, func() float64 { return float64(projector.Position()) })
 	var errs []error
-	collectorsToRegister := append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, m.ready, position},
+	collectorsToRegister := append([]prometheus.Collector{m.requests, m.duration, m.inFlight, m.shed, m.panics, m.errors, m.ready, position,
+		m.idempotency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_idempotency_cached_records",
+			Help: "Completed idempotency records this keysd keeps a copy of, to replay without reading the bucket.",
+		}, func() float64 { return float64(replays.len()) })},
 		projectorCollectors(projector)...)
+	collectorsToRegister = append(collectorsToRegister, lastUseCollectors(lastUse)...)
 	collectorsToRegister = append(collectorsToRegister, storeCollectors(store)...)
 	collectorsToRegister = append(collectorsToRegister, keyIndexCollectors(rm)...)
 	collectorsToRegister = append(collectorsToRegister,
@@ -105,6 +137,32 @@ func newMetrics(reg *prometheus.Registry, projector Waiter, store *eventstore.St
 		return nil, err
 	}
 	return m, nil
+}
+
+// lastUseCollectors exposes the last-use recorder's counts (CONTRACT section 7).
+func lastUseCollectors(l *projections.LastUse) []prometheus.Collector {
+	if l == nil {
+		return nil
+	}
+	counter := func(name, help string, v func(projections.LastUseStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(l.Stats())) })
+	}
+	return []prometheus.Collector{
+		counter("keyledger_last_use_touches_total", "Successful checks recorded in memory as a key's last use.",
+			func(s projections.LastUseStats) uint64 { return s.Touches }),
+		counter("keyledger_last_use_flushes_total", "Flushes of the recorded last uses that had something to write.",
+			func(s projections.LastUseStats) uint64 { return s.Flushes }),
+		counter("keyledger_last_use_records_written_total", "Last-use records written to the KEYLEDGER_LAST_USED bucket (at most one per key per flush).",
+			func(s projections.LastUseStats) uint64 { return s.Written }),
+		counter("keyledger_last_use_flush_errors_total", "Last-use records whose write to the bucket failed; each is retried at the next flush.",
+			func(s projections.LastUseStats) uint64 { return s.WriteErrors }),
+		counter("keyledger_last_use_records_read_total", "Last-use records read from the bucket's watch (this and other instances').",
+			func(s projections.LastUseStats) uint64 { return s.Learned }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_last_use_keys",
+			Help: "Keys this keysd knows a last use of.",
+		}, func() float64 { return float64(l.Stats().Keys) }),
+	}
 }
 
 // storeCollectors exposes the event store's connection and the stream's leader elections.

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -13,21 +14,22 @@ import (
 // The decoders below turn each endpoint's request into a command or query argument, or into
 // the one error response its params, query and body deserve (see readJSON for the order).
 
-// decodeCreate reads POST /user-api-keys.
-func decodeCreate(w http.ResponseWriter, r *http.Request) (commands.NewKey, error) {
+// decodeCreate reads POST /user-api-keys or POST /team-api-keys: the owner in the kind's
+// field (user_id or team_id).
+func decodeCreate(w http.ResponseWriter, r *http.Request, kind keyKind) (commands.NewKey, error) {
 	body, err := readJSON(w, r)
 	if err != nil {
 		return commands.NewKey{}, err
 	}
 	var b struct {
-		UserID, Description *string
-		ExpiresAt           *time.Time
-		IsPublic            *bool
+		Owner, Description *string
+		ExpiresAt          *time.Time
+		IsPublic           *bool
 	}
 	v := newValidation(r)
 	v.query()
 	v.object(body,
-		stringProperty("user_id", true, &b.UserID, domain.ValidateUserID),
+		stringProperty(kind.ownerField, true, &b.Owner, kind.validateOwner),
 		stringProperty("description", true, &b.Description, domain.ValidateDescription),
 		millisProperty("expires_at_millis", &b.ExpiresAt),
 		boolProperty("is_public", false, &b.IsPublic),
@@ -35,49 +37,49 @@ func decodeCreate(w http.ResponseWriter, r *http.Request) (commands.NewKey, erro
 	if err := v.err(); err != nil {
 		return commands.NewKey{}, err
 	}
-	return commands.NewKey{
-		UserID: *b.UserID, Description: *b.Description, ExpiresAt: b.ExpiresAt,
-		IsPublic: b.IsPublic != nil && *b.IsPublic,
-	}, nil
+	k := commands.NewKey{Description: *b.Description, ExpiresAt: b.ExpiresAt, IsPublic: b.IsPublic != nil && *b.IsPublic}
+	if kind.typ == domain.KeyTypeTeam {
+		k.TeamID = *b.Owner
+	} else {
+		k.UserID = *b.Owner
+	}
+	return k, nil
 }
 
-// decodeList reads GET /user-api-keys?user_id=U and returns U.
-func decodeList(r *http.Request) (string, error) {
+// decodeList reads GET /user-api-keys?user_id=U (or /team-api-keys?team_id=T) and returns the
+// owner.
+func decodeList(r *http.Request, kind keyKind) (string, error) {
 	v := newValidation(r)
-	q := v.query("user_id")
+	q := v.query(kind.ownerField)
 	if err := v.err(); err != nil {
 		return "", err
 	}
-	if _, ok := q["user_id"]; !ok {
-		return "", plainSchemaError("user_id is required for user API keys")
+	if _, ok := q[kind.ownerField]; !ok {
+		return "", plainSchemaError(kind.ownerField + " is required for " + string(kind.typ) + " API keys")
 	}
-	userID := q.Get("user_id")
-	if err := domain.ValidateUserID("query.user_id", userID); err != nil {
+	owner := q.Get(kind.ownerField)
+	if err := kind.validateOwner("query."+kind.ownerField, owner); err != nil {
 		v.add(validationMessage(err))
 		return "", v.err()
 	}
-	return userID, nil
+	return owner, nil
 }
 
-// decodeGet reads GET /user-api-keys/{api_key_id} and returns the key id.
-func decodeGet(r *http.Request) (string, error) {
+// decodeGet reads GET /user-api-keys/{api_key_id} (or the team path) and returns the key id.
+func decodeGet(r *http.Request, kind keyKind) (string, error) {
 	v := newValidation(r)
 	id := v.keyID()
-	optionalUserIDQuery(v)
+	optionalOwnerQuery(v, kind)
 	return id, v.err()
 }
 
 // decodeHistory reads GET /user-api-keys/{api_key_id}/events: the key id, and the optional
 // cursor (a stream sequence from the previous page) and limit (1 to historyPageLimit).
-func decodeHistory(r *http.Request) (id string, after uint64, limit int, err error) {
+func decodeHistory(r *http.Request, kind keyKind) (id string, after uint64, limit int, err error) {
 	v := newValidation(r)
 	id = v.keyID()
-	q := v.query("user_id", "cursor", "limit")
-	if values, ok := q["user_id"]; ok && len(values) == 1 {
-		if err := domain.ValidateUserID("query.user_id", values[0]); err != nil {
-			v.add(validationMessage(err))
-		}
-	}
+	q := v.query(kind.ownerField, "cursor", "limit")
+	checkOwnerQuery(v, kind, q)
 	limit = historyPageLimit
 	if values, ok := q["cursor"]; ok && len(values) == 1 {
 		n, perr := strconv.ParseUint(values[0], 10, 64)
@@ -96,8 +98,8 @@ func decodeHistory(r *http.Request) (id string, after uint64, limit int, err err
 	return id, after, limit, v.err()
 }
 
-// decodeUpdate reads PATCH /user-api-keys/{api_key_id}.
-func decodeUpdate(w http.ResponseWriter, r *http.Request) (string, domain.UpdateKey, error) {
+// decodeUpdate reads PATCH /user-api-keys/{api_key_id} (or the team path).
+func decodeUpdate(w http.ResponseWriter, r *http.Request, kind keyKind) (string, domain.UpdateKey, error) {
 	body, err := readJSON(w, r)
 	if err != nil {
 		return "", domain.UpdateKey{}, err
@@ -105,7 +107,7 @@ func decodeUpdate(w http.ResponseWriter, r *http.Request) (string, domain.Update
 	var u domain.UpdateKey
 	v := newValidation(r)
 	id := v.keyID()
-	optionalUserIDQuery(v)
+	optionalOwnerQuery(v, kind)
 	v.object(body,
 		stringProperty("description", false, &u.Description, domain.ValidateDescription),
 		boolProperty("revoked", false, &u.Revoked),
@@ -138,12 +140,17 @@ func decodeCredentialScanning(w http.ResponseWriter, r *http.Request) (string, e
 	return decodeCheck(w, r)
 }
 
-// optionalUserIDQuery accepts Stack Auth's optional ?user_id= on get and update. As there,
-// it is validated and otherwise ignored: the key id alone names the key in the project.
-func optionalUserIDQuery(v *validation) {
-	q := v.query("user_id")
-	if values, ok := q["user_id"]; ok && len(values) == 1 {
-		if err := domain.ValidateUserID("query.user_id", values[0]); err != nil {
+// optionalOwnerQuery accepts Stack Auth's optional ?user_id= (?team_id= on the team paths) on
+// get and update, which its SDK sends. As there, it is validated and otherwise ignored: the
+// key id alone names the key in the project.
+func optionalOwnerQuery(v *validation, kind keyKind) {
+	checkOwnerQuery(v, kind, v.query(kind.ownerField))
+}
+
+// checkOwnerQuery validates the optional owner parameter of a query.
+func checkOwnerQuery(v *validation, kind keyKind, q url.Values) {
+	if values, ok := q[kind.ownerField]; ok && len(values) == 1 {
+		if err := kind.validateOwner("query."+kind.ownerField, values[0]); err != nil {
 			v.add(validationMessage(err))
 		}
 	}

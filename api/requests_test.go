@@ -184,7 +184,7 @@ func TestDecodeCreate(t *testing.T) {
 				ct = jsonType
 			}
 			r := request(http.MethodPost, keysPath+c.query, ct, c.body, "")
-			got, err := decodeCreate(httptest.NewRecorder(), r)
+			got, err := decodeCreate(httptest.NewRecorder(), r, userKeys)
 			if c.code == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -209,7 +209,7 @@ func TestDecodeBodyLimitWithoutContentLength(t *testing.T) {
 	body := `{"user_id":"u","description":"` + strings.Repeat("a", MaxBodyBytes) + `"}`
 	r := request(http.MethodPost, keysPath, jsonType, body, "")
 	r.ContentLength = -1 // chunked: the limit is enforced while reading
-	_, err := decodeCreate(httptest.NewRecorder(), r)
+	_, err := decodeCreate(httptest.NewRecorder(), r, userKeys)
 	wantError(t, err, 413, CodePayloadTooLarge, "")
 }
 
@@ -280,7 +280,7 @@ func TestDecodeUpdate(t *testing.T) {
 				id = testKeyID
 			}
 			r := request(http.MethodPatch, path+c.query, jsonType, c.body, id)
-			gotID, got, err := decodeUpdate(httptest.NewRecorder(), r)
+			gotID, got, err := decodeUpdate(httptest.NewRecorder(), r, userKeys)
 			if c.code == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -366,40 +366,40 @@ func TestDecodeCheck(t *testing.T) {
 func TestDecodeListAndGet(t *testing.T) {
 	t.Parallel()
 	t.Run("list needs user_id", func(t *testing.T) {
-		_, err := decodeList(request(http.MethodGet, keysPath, noType, "", ""))
+		_, err := decodeList(request(http.MethodGet, keysPath, noType, "", ""), userKeys)
 		wantError(t, err, 400, schemaCode, "user_id is required for user API keys")
 	})
 	t.Run("list", func(t *testing.T) {
-		got, err := decodeList(request(http.MethodGet, keysPath+"?user_id=u%201", noType, "", ""))
+		got, err := decodeList(request(http.MethodGet, keysPath+"?user_id=u%201", noType, "", ""), userKeys)
 		if err != nil || got != "u 1" {
 			t.Fatalf("got %q, %v", got, err)
 		}
 	})
 	t.Run("list with empty user_id", func(t *testing.T) {
-		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=", noType, "", ""))
+		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=", noType, "", ""), userKeys)
 		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, keysPath, "query.user_id must not be empty"))
 	})
 	t.Run("list with unknown parameter", func(t *testing.T) {
-		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=u&extra=1", noType, "", ""))
+		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=u&extra=1", noType, "", ""), userKeys)
 		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, keysPath, "query contains unknown properties: extra"))
 	})
 	t.Run("list with malformed query", func(t *testing.T) {
-		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=%zz", noType, "", ""))
+		_, err := decodeList(request(http.MethodGet, keysPath+"?user_id=%zz", noType, "", ""), userKeys)
 		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, keysPath, "query must be a valid URL query string"))
 	})
 	t.Run("get", func(t *testing.T) {
-		got, err := decodeGet(request(http.MethodGet, keysPath+"/x?user_id=u", noType, "", strings.ToUpper(testKeyID)))
+		got, err := decodeGet(request(http.MethodGet, keysPath+"/x?user_id=u", noType, "", strings.ToUpper(testKeyID)), userKeys)
 		if err != nil || got != testKeyID {
 			t.Fatalf("got %q, %v", got, err)
 		}
 	})
 	t.Run("get with malformed id", func(t *testing.T) {
-		_, err := decodeGet(request(http.MethodGet, keysPath+"/check", noType, "", "check"))
+		_, err := decodeGet(request(http.MethodGet, keysPath+"/check", noType, "", "check"), userKeys)
 		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, keysPath+"/check", "params.api_key_id must be a valid UUID"))
 	})
 	t.Run("get with team_id", func(t *testing.T) {
 		path := keysPath + "/" + testKeyID
-		_, err := decodeGet(request(http.MethodGet, path+"?user_id=u&team_id=some-team-id", noType, "", testKeyID))
+		_, err := decodeGet(request(http.MethodGet, path+"?user_id=u&team_id=some-team-id", noType, "", testKeyID), userKeys)
 		wantError(t, err, 400, schemaCode, schemaMsg(http.MethodGet, path, "query contains unknown properties: team_id"))
 	})
 }

@@ -77,7 +77,7 @@ func (s *server) getUser(w http.ResponseWriter, r *http.Request, caller commands
 		writeError(w, r, err)
 		return
 	}
-	views, err := s.keysOfUser(r, caller, userID)
+	views, err := s.keysOf(r, caller, userKeys, userID)
 	if err != nil {
 		writeError(w, r, err)
 		return

@@ -14,10 +14,12 @@ const timeLayout = "2006-01-02T15:04:05.000Z"
 // present (null when unset), plus Stack Auth's type, is_public and value, and Stack Auth's
 // own time fields in milliseconds since the epoch, which its SDK reads (CONTRACT section 6).
 // Value is {"last_four": "..."} except in the response to create, where it is the full secret.
+// A user key has user_id, a team key team_id in its place (CONTRACT section 6); type says which.
 type keyObject struct {
 	ID                      string  `json:"id"`
 	Description             string  `json:"description"`
-	UserID                  string  `json:"user_id"`
+	UserID                  *string `json:"user_id,omitempty"`
+	TeamID                  *string `json:"team_id,omitempty"`
 	ExpiresAt               *string `json:"expires_at"`
 	ManuallyRevokedAt       *string `json:"manually_revoked_at"`
 	CreatedAt               string  `json:"created_at"`
@@ -47,20 +49,26 @@ type keyList struct {
 
 // newKeyObject renders a key as the API shows it after creation.
 func newKeyObject(k domain.KeySnapshot) keyObject {
-	return keyObject{
+	o := keyObject{
 		ID:                      k.ID,
 		Description:             k.Description,
-		UserID:                  k.UserID,
 		ExpiresAt:               formatTime(k.ExpiresAt),
 		ManuallyRevokedAt:       formatTime(k.RevokedAt),
 		CreatedAt:               k.CreatedAt.UTC().Format(timeLayout),
 		ExpiresAtMillis:         millis(k.ExpiresAt),
 		ManuallyRevokedAtMillis: millis(k.RevokedAt),
 		CreatedAtMillis:         k.CreatedAt.UnixMilli(),
-		Type:                    "user",
+		Type:                    string(k.Type()),
 		IsPublic:                k.IsPublic,
 		Value:                   lastFour{LastFour: k.LastFour},
 	}
+	owner := k.Owner()
+	if k.Type() == domain.KeyTypeTeam {
+		o.TeamID = &owner
+	} else {
+		o.UserID = &owner
+	}
+	return o
 }
 
 // millis is t in milliseconds since the epoch, or nil.

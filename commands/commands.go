@@ -126,9 +126,10 @@ type Result struct {
 	Seq uint64
 }
 
-// NewKey is a request to issue a key.
+// NewKey is a request to issue a key: a user's (UserID) or a team's (TeamID).
 type NewKey struct {
 	UserID      string
+	TeamID      string
 	Description string
 	ExpiresAt   *time.Time
 	IsPublic    bool
@@ -140,19 +141,23 @@ type CreatedKey struct {
 	Secret string
 }
 
-// CreateKey issues a new key for a user of the caller's project.
+// CreateKey issues a new key for a user or a team of the caller's project.
 func (h *Handler) CreateKey(ctx context.Context, c Caller, k NewKey) (CreatedKey, error) {
 	keyID := uuid.NewString()
 	random := make([]byte, domain.SecretKeyBytes)
 	if _, err := io.ReadFull(h.cfg.Random, random); err != nil {
 		return CreatedKey{}, fmt.Errorf("create key: random: %w", err)
 	}
-	secret, err := domain.FormatSecretKey(keyID, k.IsPublic, random)
+	typ := domain.KeyTypeUser
+	if k.TeamID != "" {
+		typ = domain.KeyTypeTeam
+	}
+	secret, err := domain.FormatSecretKey(keyID, typ, k.IsPublic, random)
 	if err != nil {
 		return CreatedKey{}, fmt.Errorf("create key: %w", err)
 	}
 	e, err := domain.DecideCreateKey(domain.CreateKey{
-		ProjectID: c.ProjectID, KeyID: keyID, UserID: k.UserID, Description: k.Description,
+		ProjectID: c.ProjectID, KeyID: keyID, UserID: k.UserID, TeamID: k.TeamID, Description: k.Description,
 		ExpiresAt: k.ExpiresAt, IsPublic: k.IsPublic,
 		SecretHash: h.hasher.HashSecretKey(secret), LastFour: domain.LastFour(secret),
 	}, h.meta(c))
@@ -183,8 +188,9 @@ func (h *Handler) UpdateKey(ctx context.Context, c Caller, keyID string, u domai
 
 // RotateKey replaces a key of the caller's project by a new one for the same owner and
 // description, and makes the old one expire after grace unless it expires sooner
-// (domain.DecideRotate). Both are appended at once, on the old key's current state.
-func (h *Handler) RotateKey(ctx context.Context, c Caller, keyID string, grace time.Duration) (CreatedKey, error) {
+// (domain.DecideRotate). Both are appended at once, on the old key's current state. typ is
+// the type of key the request addresses: a key of the other type is not found.
+func (h *Handler) RotateKey(ctx context.Context, c Caller, typ domain.KeyType, keyID string, grace time.Duration) (CreatedKey, error) {
 	newID := uuid.NewString()
 	var secret string
 	var created domain.Event
@@ -195,12 +201,12 @@ func (h *Handler) RotateKey(ctx context.Context, c Caller, keyID string, grace t
 				return nil, fmt.Errorf("random: %w", err)
 			}
 			var err error
-			if secret, err = domain.FormatSecretKey(newID, k.Snapshot().IsPublic, random); err != nil {
+			if secret, err = domain.FormatSecretKey(newID, k.Type(), k.Snapshot().IsPublic, random); err != nil {
 				return nil, err
 			}
 		}
 		events, err := k.DecideRotate(domain.RotateKey{
-			NewKeyID: newID, Grace: grace,
+			NewKeyID: newID, Grace: grace, Type: typ,
 			SecretHash: h.hasher.HashSecretKey(secret), LastFour: domain.LastFour(secret),
 		}, m)
 		if err == nil {

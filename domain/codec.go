@@ -16,6 +16,7 @@ type envelope struct {
 	ProjectID     string          `json:"project_id"`
 	KeyID         string          `json:"key_id,omitempty"`
 	UserID        string          `json:"user_id,omitempty"`
+	TeamID        string          `json:"team_id,omitempty"`
 	Version       int             `json:"version"`
 	Time          time.Time       `json:"time"`
 	Actor         Actor           `json:"actor"`
@@ -50,7 +51,7 @@ func marshalGeneral(e Event) ([]byte, error) {
 	}
 	return json.Marshal(envelope{
 		ID: e.ID, Type: e.Type, SchemaVersion: e.SchemaVersion,
-		ProjectID: e.ProjectID, KeyID: e.KeyID, UserID: e.UserID, Version: e.Version,
+		ProjectID: e.ProjectID, KeyID: e.KeyID, UserID: e.UserID, TeamID: e.TeamID, Version: e.Version,
 		Time: e.Time, Actor: e.Actor, RequestID: e.RequestID, Data: data,
 	})
 }
@@ -95,7 +96,7 @@ func unmarshalAnyVersion(b []byte) (Event, error) {
 	}
 	e := Event{
 		ID: env.ID, Type: env.Type, SchemaVersion: env.SchemaVersion,
-		ProjectID: env.ProjectID, KeyID: env.KeyID, UserID: env.UserID, Version: env.Version,
+		ProjectID: env.ProjectID, KeyID: env.KeyID, UserID: env.UserID, TeamID: env.TeamID, Version: env.Version,
 		Time: env.Time, Actor: env.Actor, RequestID: env.RequestID, Data: data,
 	}
 	if err := e.validate(); err != nil {
@@ -132,8 +133,10 @@ func (e Event) validate() error {
 		return fmt.Errorf("%w: missing project_id", ErrInvalidEvent)
 	case e.Version < 1:
 		return fmt.Errorf("%w: version %d", ErrInvalidEvent, e.Version)
-	case eventsByType[e.Type].ForKey && (e.KeyID == "" || e.UserID == ""):
-		return fmt.Errorf("%w: %s without key_id or user_id", ErrInvalidEvent, e.Type)
+	case eventsByType[e.Type].ForKey && (e.KeyID == "" || (e.UserID == "") == (e.TeamID == "")):
+		return fmt.Errorf("%w: %s without key_id or without exactly one of user_id and team_id", ErrInvalidEvent, e.Type)
+	case !eventsByType[e.Type].ForKey && e.TeamID != "":
+		return fmt.Errorf("%w: %s of a project with a team_id", ErrInvalidEvent, e.Type)
 	}
 	return nil
 }

@@ -18,9 +18,9 @@ import (
 
 // fastEvent is what the scanner found: string fields as spans of the document.
 type fastEvent struct {
-	id, typ, project, key, user, actorType, actorID, request span
-	schemaVersion, version                                   int
-	at                                                       time.Time
+	id, typ, project, key, user, team, actorType, actorID, request span
+	schemaVersion, version                                         int
+	at                                                             time.Time
 	// data, by type
 	name, serverKeyID, serverKeyHash, description, secretHash, lastFour, old, new span
 	expiresAt                                                                     time.Time
@@ -66,6 +66,7 @@ const (
 	fRevokedAt
 	fReason
 	fReplacedBy
+	fTeam
 )
 
 // decodeFast decodes b when it is an event of the current schema version in the plain form;
@@ -98,7 +99,7 @@ func decodeFast(b []byte, shared bool) (Event, bool) {
 	}
 	e := Event{
 		ID: str(f.id), Type: EventType(str(f.typ)), SchemaVersion: f.schemaVersion,
-		ProjectID: str(f.project), KeyID: str(f.key), UserID: str(f.user), Version: f.version,
+		ProjectID: str(f.project), KeyID: str(f.key), UserID: str(f.user), TeamID: str(f.team), Version: f.version,
 		Time: f.at, Actor: Actor{Type: str(f.actorType), ID: str(f.actorID)}, RequestID: str(f.request),
 	}
 	switch e.Type {
@@ -135,8 +136,8 @@ func decodeFast(b []byte, shared bool) (Event, bool) {
 }
 
 // spans lists the string fields, for copying them out.
-func (f *fastEvent) spans() [18]*span {
-	return [18]*span{&f.reason, &f.replacedBy, &f.id, &f.typ, &f.project, &f.key, &f.user, &f.actorType, &f.actorID, &f.request,
+func (f *fastEvent) spans() [19]*span {
+	return [19]*span{&f.reason, &f.replacedBy, &f.id, &f.typ, &f.project, &f.key, &f.user, &f.team, &f.actorType, &f.actorID, &f.request,
 		&f.name, &f.serverKeyID, &f.serverKeyHash, &f.description, &f.secretHash, &f.lastFour, &f.old, &f.new}
 }
 
@@ -374,6 +375,9 @@ func (f *fastEvent) scan(b []byte) bool {
 		case "user_id":
 			ok = f.once(fUser)
 			f.user, ok = s.strIf(ok)
+		case "team_id":
+			ok = f.once(fTeam)
+			f.team, ok = s.strIf(ok)
 		case "version":
 			ok = f.once(fVersion)
 			if ok {

@@ -10,7 +10,7 @@ import (
 // within years 0 to 9999, and data of one of the four types. ok is false otherwise, and
 // encoding/json writes it. TestFastEncoderAgrees and FuzzFastDecoderAgrees compare the two.
 func appendFast(buf []byte, e Event) ([]byte, bool) {
-	if !plain(e.ID, string(e.Type), e.ProjectID, e.KeyID, e.UserID, e.Actor.Type, e.Actor.ID, e.RequestID) ||
+	if !plain(e.ID, string(e.Type), e.ProjectID, e.KeyID, e.UserID, e.TeamID, e.Actor.Type, e.Actor.ID, e.RequestID) ||
 		!plainTime(e.Time) {
 		return buf, false
 	}
@@ -32,6 +32,11 @@ func appendFast(buf []byte, e Event) ([]byte, bool) {
 	if e.UserID != "" {
 		buf = append(buf, `,"user_id":"`...)
 		buf = append(buf, e.UserID...)
+		buf = append(buf, '"')
+	}
+	if e.TeamID != "" {
+		buf = append(buf, `,"team_id":"`...)
+		buf = append(buf, e.TeamID...)
 		buf = append(buf, '"')
 	}
 	buf = append(buf, `,"version":`...)

@@ -23,7 +23,7 @@ func TestSecretsAreComparedInConstantTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	serverKey := FormatServerKey(bytes.Repeat([]byte{2}, 32))
-	secretKey, err := FormatSecretKey("0b5f8a3e-5b1c-4c1e-9d6a-3f2e1d0c9b8a", false, bytes.Repeat([]byte{3}, SecretKeyBytes))
+	secretKey, err := FormatSecretKey("0b5f8a3e-5b1c-4c1e-9d6a-3f2e1d0c9b8a", KeyTypeUser, false, bytes.Repeat([]byte{3}, SecretKeyBytes))
 	if err != nil {
 		t.Fatal(err)
 	}

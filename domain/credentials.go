@@ -17,7 +17,7 @@ import (
 
 // Secret API keys have Stack Auth's shape, so that its SDKs and secret scanners accept them:
 //
-//	<prefix>_<secret: 45 chars of base32><key id: 32 hex><"user"><scanner flag>574ck4u7h<crc32: 8 hex>
+//	<prefix>_<secret: 45 chars of base32><key id: 32 hex><"user" | "team"><scanner flag>574ck4u7h<crc32: 8 hex>
 //
 // The secret part carries 224 bits of randomness; the checksum lets a mistyped key be
 // rejected before any lookup; the embedded key id makes the lookup a primary-key read.
@@ -25,15 +25,17 @@ const (
 	secretPartLen  = 45
 	secretKeyLen   = 3 + secretPartLen + 32 + 4 + 1 + len(scannerMarker) + 8
 	scannerMarker  = "574ck4u7h"
-	keyTypeUser    = "user"
 	SecretKeyBytes = 28 // random bytes the caller hands to FormatSecretKey (224 bits)
 )
 
 // crockford is lowercase Crockford base32, the alphabet Stack Auth's secrets use.
 var crockford = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
-// FormatSecretKey builds the full secret value of a key from 28 random bytes.
-func FormatSecretKey(keyID string, isPublic bool, random []byte) (string, error) {
+// FormatSecretKey builds the full secret value of a key of type typ from 28 random bytes.
+func FormatSecretKey(keyID string, typ KeyType, isPublic bool, random []byte) (string, error) {
+	if typ != KeyTypeUser && typ != KeyTypeTeam {
+		return "", fmt.Errorf("secret key of unknown type %q", typ)
+	}
 	if len(random) != SecretKeyBytes {
 		return "", fmt.Errorf("secret key needs %d random bytes, got %d", SecretKeyBytes, len(random))
 	}
@@ -45,7 +47,7 @@ func FormatSecretKey(keyID string, isPublic bool, random []byte) (string, error)
 	if isPublic {
 		prefix, scanner = "pk", "3" // 3: self-hosted public key
 	}
-	body := prefix + "_" + crockford.EncodeToString(random) + hexID + keyTypeUser + scanner + scannerMarker
+	body := prefix + "_" + crockford.EncodeToString(random) + hexID + string(typ) + scanner + scannerMarker
 	return body + fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(body))), nil
 }
 
@@ -62,7 +64,7 @@ func ParseSecretKey(s string) (keyID string, err error) {
 	}
 	rest := body[3+secretPartLen:]
 	hexID, typ, marker := rest[:32], rest[32:36], rest[37:]
-	if typ != keyTypeUser || marker != scannerMarker {
+	if (typ != string(KeyTypeUser) && typ != string(KeyTypeTeam)) || marker != scannerMarker {
 		return "", ErrInvalidSecretKey
 	}
 	if _, err := hex.DecodeString(hexID); err != nil || strings.ToLower(hexID) != hexID {

@@ -17,7 +17,7 @@ func TestSecretKeyFormat(t *testing.T) {
 	id := "0b9f3c6e-8d1a-4c2b-9f00-123456789abc"
 	random := bytes.Repeat([]byte{0xa5}, domain.SecretKeyBytes)
 	for _, public := range []bool{false, true} {
-		s, err := domain.FormatSecretKey(id, public, random)
+		s, err := domain.FormatSecretKey(id, domain.KeyTypeUser, public, random)
 		if err != nil {
 			t.Fatal(err)
 		}

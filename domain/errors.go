@@ -27,6 +27,14 @@ var (
 	ErrInvalidEvent = errors.New("invalid event for this aggregate")
 )
 
+// WrongKeyTypeError: a key of one type presented to the check endpoint of the other (a team
+// key to the user check, say).
+type WrongKeyTypeError struct{ Expected, Actual KeyType }
+
+func (e *WrongKeyTypeError) Error() string {
+	return "this endpoint is for " + string(e.Expected) + " API keys, but a " + string(e.Actual) + " API key was provided"
+}
+
 // ValidationError is a command that breaks a rule of its own shape (an empty user id, say),
 // independent of any state. Its message is safe to show to the client.
 type ValidationError struct{ Msg string }

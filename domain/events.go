@@ -40,12 +40,15 @@ type Event struct {
 	SchemaVersion int
 	ProjectID     string
 	KeyID         string
-	UserID        string
-	Version       int
-	Time          time.Time
-	Actor         Actor
-	RequestID     string
-	Data          EventData
+	// UserID is a user key's owner, TeamID a team key's: every key event carries exactly
+	// one of them (project events neither).
+	UserID    string
+	TeamID    string
+	Version   int
+	Time      time.Time
+	Actor     Actor
+	RequestID string
+	Data      EventData
 }
 
 // EventData is the type-specific part of an event: one of the data types of
@@ -53,7 +56,7 @@ type Event struct {
 type EventData interface{ eventType() EventType }
 
 // newEvent wraps data in an envelope for one aggregate at one version.
-func newEvent(m Meta, projectID, keyID, userID string, version int, data EventData) Event {
+func newEvent(m Meta, projectID, keyID, userID, teamID string, version int, data EventData) Event {
 	return Event{
 		ID:            m.NewID(),
 		Type:          data.eventType(),
@@ -61,6 +64,7 @@ func newEvent(m Meta, projectID, keyID, userID string, version int, data EventDa
 		ProjectID:     projectID,
 		KeyID:         keyID,
 		UserID:        userID,
+		TeamID:        teamID,
 		Version:       version,
 		Time:          m.Time.UTC().Truncate(millisecond),
 		Actor:         m.Actor,

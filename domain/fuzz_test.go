@@ -14,7 +14,7 @@ import (
 func FuzzParseSecretKey(f *testing.F) {
 	random := bytes.Repeat([]byte{7}, domain.SecretKeyBytes)
 	for _, public := range []bool{false, true} {
-		k, err := domain.FormatSecretKey("0b5f8a3e-5b1c-4c1e-9d6a-3f2e1d0c9b8a", public, random)
+		k, err := domain.FormatSecretKey("0b5f8a3e-5b1c-4c1e-9d6a-3f2e1d0c9b8a", domain.KeyTypeUser, public, random)
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -12,12 +12,24 @@ const (
 	MaxDescriptionBytes = 4096
 )
 
+// KeyType is whom a key belongs to: a user or a team (Stack Auth's two kinds of API key).
+// It is also the type part of the key's secret and the "type" of the key object.
+type KeyType string
+
+// The key types.
+const (
+	KeyTypeUser KeyType = "user"
+	KeyTypeTeam KeyType = "team"
+)
+
 // KeySnapshot is a key's state as plain data, for read models that store it and hand it
 // back to the command side. Version is the number of events the key has.
 type KeySnapshot struct {
-	ID          string
-	ProjectID   string
+	ID        string
+	ProjectID string
+	// UserID is the owner of a user key; TeamID the owner of a team key. Exactly one is set.
 	UserID      string
+	TeamID      string
 	Description string
 	ExpiresAt   *time.Time
 	RevokedAt   *time.Time
@@ -28,7 +40,23 @@ type KeySnapshot struct {
 	Version     int
 }
 
-// Key is the user API key aggregate. Its zero value is not a key; get one from EvolveKey
+// Type is the key's type: a team key has a TeamID, a user key a UserID.
+func (s KeySnapshot) Type() KeyType {
+	if s.TeamID != "" {
+		return KeyTypeTeam
+	}
+	return KeyTypeUser
+}
+
+// Owner is the id of the user or team the key belongs to.
+func (s KeySnapshot) Owner() string {
+	if s.TeamID != "" {
+		return s.TeamID
+	}
+	return s.UserID
+}
+
+// Key is the API key aggregate (a user's or a team's). Its zero value is not a key; get one from EvolveKey
 // (folding events) or RestoreKey (from a read model).
 type Key struct{ s KeySnapshot }
 
@@ -62,7 +90,7 @@ func EvolveKey(k *Key, e Event) (*Key, error) {
 		if !ok || !def.ForKey || !def.Creates || e.Version != 1 {
 			return nil, fmt.Errorf("%w: key %s starts with %s version %d", ErrInvalidEvent, e.KeyID, e.Type, e.Version)
 		}
-		s := KeySnapshot{ID: e.KeyID, ProjectID: e.ProjectID, UserID: e.UserID, Version: 1}
+		s := KeySnapshot{ID: e.KeyID, ProjectID: e.ProjectID, UserID: e.UserID, TeamID: e.TeamID, Version: 1}
 		if err := def.evolve(&s, e.Data); err != nil {
 			return nil, err
 		}
@@ -115,6 +143,9 @@ func FoldKey(events []Event) (*Key, error) {
 	return k, nil
 }
 
+// Type is the key's type (KeyTypeUser or KeyTypeTeam).
+func (k *Key) Type() KeyType { return k.s.Type() }
+
 // ValidateDescription enforces the description rules: at most 4096 bytes of valid UTF-8
 // without U+0000.
 func ValidateDescription(field, s string) error {
@@ -132,6 +163,10 @@ func ValidateUserID(field, s string) error {
 	}
 	return nil
 }
+
+// ValidateTeamID enforces the team id rules, the user id's: 1 to 128 characters of valid
+// UTF-8 without U+0000.
+func ValidateTeamID(field, s string) error { return ValidateUserID(field, s) }
 
 func validateText(field, s string, minLen, maxBytes int, _ bool) error {
 	switch {

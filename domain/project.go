@@ -33,7 +33,7 @@ func DecideCreateProject(c CreateProject, m Meta) (Event, error) {
 	if len([]rune(c.Name)) > MaxProjectNameChars {
 		return Event{}, &ValidationError{fmt.Sprintf("name must be at most %d characters", MaxProjectNameChars)}
 	}
-	e := newEvent(m, c.ProjectID, "", "", 1, ProjectCreated{
+	e := newEvent(m, c.ProjectID, "", "", "", 1, ProjectCreated{
 		Name: c.Name, ServerKeyID: c.ServerKeyID, ServerKeyHash: c.ServerKeyHash,
 	})
 	d := e.Data.(ProjectCreated)

@@ -17,6 +17,8 @@ type RotateKey struct {
 	Grace      time.Duration
 	SecretHash string
 	LastFour   string
+	// Type is the type of key the request addresses, as UpdateKey's.
+	Type KeyType
 }
 
 // DecideRotate returns the events of a rotation, oldest first: the old key's ExpiryChanged
@@ -27,6 +29,9 @@ func (k *Key) DecideRotate(c RotateKey, m Meta) ([]Event, error) {
 	if c.Grace < 0 || c.Grace > MaxRotationGrace {
 		return nil, &ValidationError{fmt.Sprintf("body.grace_period_seconds must be from 0 to %d", int(MaxRotationGrace/time.Second))}
 	}
+	if err := k.addressedAs(c.Type); err != nil {
+		return nil, err
+	}
 	if k.Revoked() {
 		return nil, ErrKeyAlreadyRevoked
 	}
@@ -34,11 +39,11 @@ func (k *Key) DecideRotate(c RotateKey, m Meta) ([]Event, error) {
 	var events []Event
 	until := now.Add(c.Grace)
 	if k.s.ExpiresAt == nil || k.s.ExpiresAt.After(until) {
-		events = append(events, newEvent(m, k.s.ProjectID, k.s.ID, k.s.UserID, k.s.Version+1, ExpiryChanged{
+		events = append(events, newEvent(m, k.s.ProjectID, k.s.ID, k.s.UserID, k.s.TeamID, k.s.Version+1, ExpiryChanged{
 			Old: utcPtr(k.s.ExpiresAt), New: &until, Reason: ReasonRotated, ReplacedBy: c.NewKeyID,
 		}))
 	}
-	created := newEvent(m, k.s.ProjectID, c.NewKeyID, k.s.UserID, 1, KeyCreated{
+	created := newEvent(m, k.s.ProjectID, c.NewKeyID, k.s.UserID, k.s.TeamID, 1, KeyCreated{
 		Description: k.s.Description,
 		IsPublic:    k.s.IsPublic,
 		SecretHash:  c.SecretHash,

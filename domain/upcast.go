@@ -35,6 +35,7 @@ type storedEnvelope struct {
 	ProjectID     string          `json:"project_id"`
 	KeyID         string          `json:"key_id"`
 	UserID        string          `json:"user_id"`
+	TeamID        string          `json:"team_id"`
 	Version       int             `json:"version"`
 	Time          time.Time       `json:"time"`
 	Actor         json.RawMessage `json:"actor"`
@@ -64,7 +65,7 @@ func upcast(s storedEnvelope) (envelope, error) {
 	}
 	return envelope{
 		ID: s.ID, Type: s.Type, SchemaVersion: CurrentSchemaVersion,
-		ProjectID: s.ProjectID, KeyID: s.KeyID, UserID: s.UserID, Version: s.Version,
+		ProjectID: s.ProjectID, KeyID: s.KeyID, UserID: s.UserID, TeamID: s.TeamID, Version: s.Version,
 		Time: s.Time, Actor: actor, RequestID: s.RequestID, Data: s.Data,
 	}, nil
 }

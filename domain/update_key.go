@@ -10,6 +10,19 @@ type UpdateKey struct {
 	// between is caught: the append fails, the key is reloaded and the precondition checked
 	// again on the newer version.
 	Precondition func(version int) bool
+	// Type is the type of key the request addresses (its path): a key of the other type is
+	// ErrKeyNotFound, as if it did not exist. Empty: a key of either type (a leaked key
+	// reported by a secret scanner).
+	Type KeyType
+}
+
+// addressedAs returns ErrKeyNotFound when the key is not of type t (t empty: any type), so
+// that a user key is not found on a team path and the reverse.
+func (k *Key) addressedAs(t KeyType) error {
+	if t != "" && t != k.Type() {
+		return ErrKeyNotFound
+	}
+	return nil
 }
 
 // DecideUpdate returns the events a PATCH emits on this key, oldest first: possibly a
@@ -20,6 +33,9 @@ type UpdateKey struct {
 // on an active key is a no-op and on a revoked key is ErrKeyAlreadyRevoked, with nothing
 // of the request applied. Expiry does not matter: expired keys can be renamed and revoked.
 func (k *Key) DecideUpdate(c UpdateKey, m Meta) ([]Event, error) {
+	if err := k.addressedAs(c.Type); err != nil {
+		return nil, err
+	}
 	if c.Precondition != nil && !c.Precondition(k.s.Version) {
 		return nil, ErrPreconditionFailed
 	}
@@ -35,7 +51,7 @@ func (k *Key) DecideUpdate(c UpdateKey, m Meta) ([]Event, error) {
 	version := k.s.Version
 	emit := func(d EventData) {
 		version++
-		events = append(events, newEvent(m, k.s.ProjectID, k.s.ID, k.s.UserID, version, d))
+		events = append(events, newEvent(m, k.s.ProjectID, k.s.ID, k.s.UserID, k.s.TeamID, version, d))
 	}
 	if c.Description != nil && *c.Description != k.s.Description {
 		emit(DescriptionChanged{Old: k.s.Description, New: *c.Description})

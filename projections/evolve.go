@@ -64,7 +64,7 @@ func evolveKey(cur *keyState, r eventstore.RecordedEvent) (keyState, bool) {
 	s.CreatedAt = toMillis(s.CreatedAt)
 	s.ExpiresAt = toMillisPtr(s.ExpiresAt)
 	s.RevokedAt = toMillisPtr(s.RevokedAt)
-	if !storable(s.ID, s.ProjectID, s.UserID, s.Description, s.SecretHash, s.LastFour) {
+	if !storable(s.ID, s.ProjectID, s.UserID, s.TeamID, s.Description, s.SecretHash, s.LastFour) {
 		return keyState{}, false
 	}
 	return s, true

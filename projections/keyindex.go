@@ -269,7 +269,7 @@ func (ix *KeyIndex) lookup(projectID, keyID string) (keyState, bool) {
 // those the index folded already; the projector folds later ones onto it.
 func (ix *KeyIndex) keep(s keyState, since uint64) {
 	u, ok := parseUUID(s.ID)
-	if !ok || !storable(s.ProjectID, s.UserID, s.Description, s.SecretHash, s.LastFour) {
+	if !ok || !storable(s.ProjectID, s.UserID, s.TeamID, s.Description, s.SecretHash, s.LastFour) {
 		return
 	}
 	ix.mu.Lock()

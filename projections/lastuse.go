@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -28,6 +29,48 @@ type LastUse struct {
 	shards   [lastUseShards]lastUseShard
 	caughtUp chan struct{}
 	once     sync.Once
+	stats    lastUseCounters
+}
+
+// lastUseCounters count what LastUse does, for /metrics (LastUseStats).
+type lastUseCounters struct {
+	touches, flushes, written, writeErrors, learned atomic.Uint64
+}
+
+// LastUseStats are LastUse's counts since start.
+type LastUseStats struct {
+	// Touches are the successful checks recorded (Touch).
+	Touches uint64
+	// Flushes are the flushes that had something to write.
+	Flushes uint64
+	// Written are the records written to the bucket: at most one per key per flush.
+	Written uint64
+	// WriteErrors are the writes to the bucket that failed (each retried at the next flush).
+	WriteErrors uint64
+	// Learned are the records read from the bucket's watch (this and other instances').
+	Learned uint64
+	// Keys is how many keys this instance knows a last use of.
+	Keys int
+}
+
+// Stats returns the counts since start.
+func (l *LastUse) Stats() LastUseStats {
+	st := LastUseStats{
+		Touches: l.stats.touches.Load(), Flushes: l.stats.flushes.Load(), Written: l.stats.written.Load(),
+		WriteErrors: l.stats.writeErrors.Load(), Learned: l.stats.learned.Load(),
+	}
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		st.Keys += len(s.known)
+		for ref := range s.pending {
+			if _, ok := s.known[ref]; !ok {
+				st.Keys++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return st
 }
 
 const lastUseShards = 64
@@ -80,6 +123,7 @@ func (l *LastUse) shard(projectID, keyID string) *lastUseShard {
 
 // Touch records a successful check of a key at a time. It only writes to memory.
 func (l *LastUse) Touch(projectID, keyID string, at time.Time) {
+	l.stats.touches.Add(1)
 	s := l.shard(projectID, keyID)
 	ref := useRef{projectID, keyID}
 	s.mu.Lock()
@@ -148,6 +192,7 @@ func (l *LastUse) watch(ctx context.Context) {
 
 // learn keeps a use recorded in the bucket, unless a later one is known.
 func (l *LastUse) learn(u eventstore.LastUse) {
+	l.stats.learned.Add(1)
 	s := l.shard(u.ProjectID, u.KeyID)
 	ref := useRef{u.ProjectID, u.KeyID}
 	s.mu.Lock()
@@ -182,6 +227,7 @@ func (l *LastUse) flush(ctx context.Context) {
 	if len(jobs) == 0 {
 		return
 	}
+	l.stats.flushes.Add(1)
 	var g errgroup.Group
 	g.SetLimit(lastUseFlushers)
 	var failed sync.Once
@@ -192,12 +238,14 @@ func (l *LastUse) flush(ctx context.Context) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if err != nil {
+				l.stats.writeErrors.Add(1)
 				if cur, ok := s.pending[j.ref]; !ok || j.at.After(cur) {
 					s.pending[j.ref] = j.at
 				}
 				failed.Do(func() { l.log.Warn("last use not recorded; retrying at the next flush", "err", err) })
 				return nil
 			}
+			l.stats.written.Add(1)
 			if cur, ok := s.known[j.ref]; !ok || rec.Revision > cur.revision {
 				s.known[j.ref] = recordedUse{at: rec.At, revision: rec.Revision}
 			}

@@ -24,8 +24,8 @@ type Memory struct {
 	projectIdx map[string]uint32 // interned project ids, keys of projects without a ProjectCreated too
 	projects   []memProject      // by interned index
 	keys       map[memKeyRef]*memKey
-	oddKeys    map[memOddRef]*memKey    // keys whose id is not a canonical UUID
-	byUser     map[memUserRef][]*memKey // oldest first: by created_at, then creation sequence
+	oddKeys    map[memOddRef]*memKey     // keys whose id is not a canonical UUID
+	byOwner    map[memOwnerRef][]*memKey // a user's or a team's keys, oldest first: by created_at, then creation sequence
 	// scratch is the snapshot update applies an event to, and its times, reused so that an
 	// update allocates nothing of its own; under mu.
 	scratch                        domain.KeySnapshot
@@ -48,18 +48,19 @@ type memOddRef struct {
 	id      string
 }
 
-type memUserRef struct {
+type memOwnerRef struct {
 	project uint32
-	user    string
+	owner   string // the user or team id
+	team    bool
 }
 
-// memKey is one key in about 150 bytes plus its user id and description: ids and hashes
+// memKey is one key in about 150 bytes plus its owner's id and description: ids and hashes
 // are kept as bytes, times as Unix milliseconds, and the rare key keyledger did not issue
 // itself (an id that is not a UUID, a hash that is not hex) carries its text aside.
 type memKey struct {
 	uuid        [16]byte
 	hash        [32]byte
-	userID      string // shared with its memUserRef
+	owner       string // the user id, or the team id with flagTeam; shared with its memOwnerRef
 	description string
 	odd         *memOdd
 	createdAt   int64
@@ -86,6 +87,7 @@ const (
 	flagOddID
 	flagOddHash
 	flagOddLastFour
+	flagTeam // a team's key: owner is its team id
 )
 
 // NewMemory returns an empty in-process read model at checkpoint 0.
@@ -94,7 +96,7 @@ func NewMemory() *Memory {
 		projectIdx: make(map[string]uint32),
 		keys:       make(map[memKeyRef]*memKey),
 		oddKeys:    make(map[memOddRef]*memKey),
-		byUser:     make(map[memUserRef][]*memKey),
+		byOwner:    make(map[memOwnerRef][]*memKey),
 	}
 }
 
@@ -146,10 +148,10 @@ func (m *Memory) applyKeyTo(idx uint32, rec *memKey, r eventstore.RecordedEvent)
 	} else {
 		m.keys[memKeyRef{idx, rec.uuid}] = rec
 	}
-	ref := memUserRef{idx, rec.userID}
-	list := m.byUser[ref]
+	ref := memOwnerRef{idx, rec.owner, rec.flags&flagTeam != 0}
+	list := m.byOwner[ref]
 	i, _ := slices.BinarySearchFunc(list, rec, compareCreation)
-	m.byUser[ref] = slices.Insert(list, i, rec)
+	m.byOwner[ref] = slices.Insert(list, i, rec)
 }
 
 // update applies an event to an existing key in place, by evolveKey's rules, without
@@ -174,7 +176,7 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 	if !storable(next.Description) {
 		return
 	}
-	// The user index keeps pointing at rec.
+	// The owner index keeps pointing at rec.
 	if rec.description != next.Description {
 		rec.description = clone(next.Description)
 	}
@@ -218,7 +220,7 @@ func (m *Memory) lookup(project uint32, keyID string) *memKey {
 
 func encode(project uint32, s keyState) *memKey {
 	rec := &memKey{
-		userID:      clone(s.UserID),
+		owner:       clone(s.Owner()),
 		description: clone(s.Description),
 		createdAt:   s.CreatedAt.UnixMilli(),
 		lastSeq:     s.LastSeq,
@@ -251,6 +253,9 @@ func encode(project uint32, s keyState) *memKey {
 	if s.IsPublic {
 		rec.flags |= flagPublic
 	}
+	if s.Type() == domain.KeyTypeTeam {
+		rec.flags |= flagTeam
+	}
 	if s.ExpiresAt != nil {
 		rec.flags |= flagExpires
 		rec.expiresAt = s.ExpiresAt.UnixMilli()
@@ -274,7 +279,6 @@ func (rec *memKey) stateWithID(projectID, keyID string) keyState {
 	s := keyState{
 		KeySnapshot: domain.KeySnapshot{
 			ProjectID:   projectID,
-			UserID:      rec.userID,
 			Description: rec.description,
 			CreatedAt:   time.UnixMilli(rec.createdAt).UTC(),
 			IsPublic:    rec.flags&flagPublic != 0,
@@ -282,6 +286,11 @@ func (rec *memKey) stateWithID(projectID, keyID string) keyState {
 		},
 		LastSeq:    rec.lastSeq,
 		CreatedSeq: rec.createdSeq,
+	}
+	if rec.flags&flagTeam != 0 {
+		s.TeamID = rec.owner
+	} else {
+		s.UserID = rec.owner
 	}
 	switch {
 	case rec.flags&flagOddID != 0:
@@ -333,18 +342,28 @@ func (m *Memory) Key(_ context.Context, projectID, keyID string) (KeyView, error
 
 // KeysByUser implements ReadModel.
 func (m *Memory) KeysByUser(_ context.Context, projectID, userID string) ([]KeyView, error) {
+	return m.keysByOwner(projectID, userID, false), nil
+}
+
+// KeysByTeam implements ReadModel.
+func (m *Memory) KeysByTeam(_ context.Context, projectID, teamID string) ([]KeyView, error) {
+	return m.keysByOwner(projectID, teamID, true), nil
+}
+
+// keysByOwner returns a user's or a team's keys, newest first.
+func (m *Memory) keysByOwner(projectID, owner string, team bool) []KeyView {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	idx, ok := m.projectIdx[projectID]
 	if !ok {
-		return []KeyView{}, nil
+		return []KeyView{}
 	}
-	list := m.byUser[memUserRef{idx, userID}]
+	list := m.byOwner[memOwnerRef{idx, owner, team}]
 	out := make([]KeyView, len(list))
 	for i, rec := range list {
 		out[len(list)-1-i] = m.decode(rec).view()
 	}
-	return out, nil
+	return out
 }
 
 // Project implements ReadModel.

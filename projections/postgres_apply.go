@@ -241,6 +241,7 @@ func (w *pgWrites) queue(b *pgx.Batch, sql pgStatements) {
 			hashes, lastFours                      = make([]string, n), make([]string, n)
 			versions                               = make([]int32, n)
 			lastSeqs, createdSeqs                  = make([]int64, n), make([]int64, n)
+			teamIDs                                = make([]string, n)
 		)
 		for i, ref := range w.order {
 			s := w.changed[ref]
@@ -248,9 +249,10 @@ func (w *pgWrites) queue(b *pgx.Batch, sql pgStatements) {
 			expires[i], revoked[i], created[i] = s.ExpiresAt, s.RevokedAt, s.CreatedAt
 			public[i], hashes[i], lastFours[i] = s.IsPublic, s.SecretHash, s.LastFour
 			versions[i], lastSeqs[i], createdSeqs[i] = int32(s.Version), int64(s.LastSeq), int64(s.CreatedSeq)
+			teamIDs[i] = s.TeamID
 		}
 		b.Queue(sql.upsertKeys, projectIDs, ids, userIDs, descriptions, expires, revoked, created,
-			public, hashes, lastFours, versions, lastSeqs, createdSeqs)
+			public, hashes, lastFours, versions, lastSeqs, createdSeqs, teamIDs)
 	}
 	if n := len(w.projects); n > 0 {
 		ids, names, keyIDs, keyHashes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)

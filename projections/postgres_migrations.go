@@ -101,5 +101,9 @@ CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
 	insertMigration  = `INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)`
 )
 
-// createUserIndex is migration 001's index, recreated after a rebuild's bulk load.
-const createUserIndex = `CREATE INDEX api_keys_by_user ON {schema}.api_keys (project_id, user_id, created_at DESC, created_seq DESC)`
+// secondaryIndexes are the migrations' indexes of api_keys (as 002 leaves them), dropped before a
+// rebuild's bulk load and created again after it.
+var secondaryIndexes = []struct{ name, create string }{
+	{"api_keys_by_user", `CREATE INDEX api_keys_by_user ON {schema}.api_keys (project_id, user_id, created_at DESC, created_seq DESC) WHERE team_id = ''`},
+	{"api_keys_by_team", `CREATE INDEX api_keys_by_team ON {schema}.api_keys (project_id, team_id, created_at DESC, created_seq DESC) WHERE team_id <> ''`},
+}

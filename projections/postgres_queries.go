@@ -23,6 +23,7 @@ var keyColumns = []struct{ name, sqlType string }{
 	{"expires_at", "timestamptz"}, {"manually_revoked_at", "timestamptz"}, {"created_at", "timestamptz"},
 	{"is_public", "boolean"}, {"secret_hash", "text"}, {"last_four", "text"},
 	{"version", "integer"}, {"last_seq", "bigint"}, {"created_seq", "bigint"},
+	{"team_id", "text"},
 }
 
 var (
@@ -61,12 +62,13 @@ type keyRow struct {
 	Version           int32      `db:"version"`
 	LastSeq           int64      `db:"last_seq"`
 	CreatedSeq        int64      `db:"created_seq"`
+	TeamID            string     `db:"team_id"`
 }
 
 // targets are the scan targets of the row's columns, in keyColumns' order.
 func (r *keyRow) targets() []any {
 	return []any{&r.ProjectID, &r.ID, &r.UserID, &r.Description, &r.ExpiresAt, &r.ManuallyRevokedAt, &r.CreatedAt,
-		&r.IsPublic, &r.SecretHash, &r.LastFour, &r.Version, &r.LastSeq, &r.CreatedSeq}
+		&r.IsPublic, &r.SecretHash, &r.LastFour, &r.Version, &r.LastSeq, &r.CreatedSeq, &r.TeamID}
 }
 
 // rowValues fills row (len(keyColumns) long) with the column values of s, in keyColumns'
@@ -76,13 +78,14 @@ func rowValues(s keyState, row []any) []any {
 	row[4], row[5], row[6] = s.ExpiresAt, s.RevokedAt, s.CreatedAt
 	row[7], row[8], row[9] = s.IsPublic, s.SecretHash, s.LastFour
 	row[10], row[11], row[12] = int32(s.Version), int64(s.LastSeq), int64(s.CreatedSeq)
+	row[13] = s.TeamID
 	return row
 }
 
 func (r keyRow) state() keyState {
 	return keyState{
 		KeySnapshot: domain.KeySnapshot{
-			ID: r.ID, ProjectID: r.ProjectID, UserID: r.UserID, Description: r.Description,
+			ID: r.ID, ProjectID: r.ProjectID, UserID: r.UserID, TeamID: r.TeamID, Description: r.Description,
 			ExpiresAt: utc(r.ExpiresAt), RevokedAt: utc(r.ManuallyRevokedAt), CreatedAt: r.CreatedAt.UTC(),
 			IsPublic: r.IsPublic, SecretHash: r.SecretHash, LastFour: r.LastFour, Version: int(r.Version),
 		},
@@ -127,7 +130,8 @@ ON CONFLICT (id) DO NOTHING`
 // The SQL of api_keys, on keyColumns.
 var (
 	selectKey      = `SELECT ` + keyColumnList + ` FROM {schema}.api_keys WHERE project_id = $1 AND id = $2`
-	selectUserKeys = `SELECT ` + keyColumnList + ` FROM {schema}.api_keys WHERE project_id = $1 AND user_id = $2 ORDER BY created_at DESC, created_seq DESC`
+	selectUserKeys = `SELECT ` + keyColumnList + ` FROM {schema}.api_keys WHERE project_id = $1 AND user_id = $2 AND team_id = '' ORDER BY created_at DESC, created_seq DESC`
+	selectTeamKeys = `SELECT ` + keyColumnList + ` FROM {schema}.api_keys WHERE project_id = $1 AND team_id = $2 AND team_id <> '' ORDER BY created_at DESC, created_seq DESC`
 	// selectKeysByRef looks each key up by its primary key, and the lateral subquery with
 	// LIMIT 1 (which the planner cannot flatten) leaves it no other plan. The plain form,
 	// (project_id, id) IN (SELECT * FROM unnest(...)), got a generic plan made while the
@@ -160,7 +164,7 @@ WHERE k.version < excluded.version`
 type pgStatements struct {
 	schema string // quoted
 	selectCheckpoint, lockCheckpoint, updateCheckpoint,
-	selectKey, selectUserKeys, selectKeysByRef, selectKeysAfter, selectAllKeys,
+	selectKey, selectUserKeys, selectTeamKeys, selectKeysByRef, selectKeysAfter, selectAllKeys,
 	upsertKeys, insertProjects, selectProject string
 }
 
@@ -171,6 +175,7 @@ func newStatements(schema string) pgStatements {
 	s.updateCheckpoint = s.q(updateCheckpoint)
 	s.selectKey = s.q(selectKey)
 	s.selectUserKeys = s.q(selectUserKeys)
+	s.selectTeamKeys = s.q(selectTeamKeys)
 	s.selectKeysByRef = s.q(selectKeysByRef)
 	s.selectKeysAfter = s.q(selectKeysAfter)
 	s.selectAllKeys = s.q(selectAllKeys)
@@ -207,10 +212,20 @@ func (p *Postgres) Key(ctx context.Context, projectID, keyID string) (KeyView, e
 
 // KeysByUser implements ReadModel.
 func (p *Postgres) KeysByUser(ctx context.Context, projectID, userID string) ([]KeyView, error) {
-	rows, _ := p.pool.Query(ctx, p.sql.selectUserKeys, projectID, userID)
+	return p.keysByOwner(ctx, p.sql.selectUserKeys, "user", projectID, userID)
+}
+
+// KeysByTeam implements ReadModel.
+func (p *Postgres) KeysByTeam(ctx context.Context, projectID, teamID string) ([]KeyView, error) {
+	return p.keysByOwner(ctx, p.sql.selectTeamKeys, "team", projectID, teamID)
+}
+
+// keysByOwner runs the query of a user's or a team's keys.
+func (p *Postgres) keysByOwner(ctx context.Context, query, kind, projectID, owner string) ([]KeyView, error) {
+	rows, _ := p.pool.Query(ctx, query, projectID, owner)
 	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[keyRow])
 	if err != nil {
-		return nil, fmt.Errorf("read keys of user %s: %w", userID, err)
+		return nil, fmt.Errorf("read keys of %s %s: %w", kind, owner, err)
 	}
 	out := make([]KeyView, len(found))
 	for i, row := range found {

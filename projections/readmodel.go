@@ -43,6 +43,8 @@ type ReadModel interface {
 	// KeysByUser returns a user's keys in a project, newest first, revoked and expired ones
 	// included.
 	KeysByUser(ctx context.Context, projectID, userID string) ([]KeyView, error)
+	// KeysByTeam returns a team's keys in a project, as KeysByUser a user's.
+	KeysByTeam(ctx context.Context, projectID, teamID string) ([]KeyView, error)
 	// Project returns a project, or domain.ErrProjectNotFound.
 	Project(ctx context.Context, projectID string) (domain.ProjectSnapshot, error)
 	// EachKey calls fn for every key of every project (order unspecified), for verification.

@@ -299,8 +299,10 @@ func (b *rebuild) createFresh(ctx context.Context, name string) error {
 // transaction). The secondary index is built after the rows, which is faster than
 // maintaining it row by row.
 func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, fold *shardedMemory, checkpoint uint64) error {
-	if _, err := pool.Exec(ctx, "DROP INDEX "+quoted+".api_keys_by_user"); err != nil {
-		return fmt.Errorf("drop index: %w", err)
+	for _, idx := range secondaryIndexes {
+		if _, err := pool.Exec(ctx, "DROP INDEX "+quoted+"."+idx.name); err != nil {
+			return fmt.Errorf("drop index %s: %w", idx.name, err)
+		}
 	}
 	var projects [][]any
 	g, gctx := errgroup.WithContext(ctx)
@@ -320,8 +322,10 @@ func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, fold
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{name, "projects"}, projectColumnNames, pgx.CopyFromRows(projects)); err != nil {
 			return fmt.Errorf("copy projects: %w", err)
 		}
-		if _, err := tx.Exec(ctx, strings.ReplaceAll(createUserIndex, "{schema}", quoted)); err != nil {
-			return fmt.Errorf("create index: %w", err)
+		for _, idx := range secondaryIndexes {
+			if _, err := tx.Exec(ctx, strings.ReplaceAll(idx.create, "{schema}", quoted)); err != nil {
+				return fmt.Errorf("create index %s: %w", idx.name, err)
+			}
 		}
 		if _, err := tx.Exec(ctx, "UPDATE "+quoted+".checkpoint SET position = $1", int64(checkpoint)); err != nil {
 			return fmt.Errorf("set checkpoint: %w", err)

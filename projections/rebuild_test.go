@@ -124,7 +124,11 @@ func (k *keysdLike) seedKeys(t *testing.T, n int) []string {
 	ids := make([]string, n)
 	var last uint64
 	for i := range ids {
-		c, err := k.handler.CreateKey(t.Context(), k.caller(), commands.NewKey{UserID: fmt.Sprint("user-", i%7), Description: fmt.Sprint("key ", i)})
+		nk := commands.NewKey{UserID: fmt.Sprint("user-", i%7), Description: fmt.Sprint("key ", i)}
+		if i%5 == 0 { // some teams' keys, so that rebuilds and verification carry team_id too
+			nk.TeamID, nk.UserID = fmt.Sprint("team-", i%3), ""
+		}
+		c, err := k.handler.CreateKey(t.Context(), k.caller(), nk)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,6 +97,9 @@ func compareKeys(got, want KeyView) string {
 	if got.UserID != want.UserID {
 		add("user_id", quote(got.UserID), quote(want.UserID))
 	}
+	if got.TeamID != want.TeamID {
+		add("team_id", quote(got.TeamID), quote(want.TeamID))
+	}
 	if got.Description != want.Description {
 		add("description", quote(got.Description), quote(want.Description))
 	}

@@ -242,7 +242,7 @@ func (s *baselineServer) createKey(w http.ResponseWriter, r *http.Request, pid s
 	id := uuid.NewString()
 	random := make([]byte, domain.SecretKeyBytes)
 	_, _ = rand.Read(random)
-	secret, _ := domain.FormatSecretKey(id, in.IsPublic, random)
+	secret, _ := domain.FormatSecretKey(id, domain.KeyTypeUser, in.IsPublic, random)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	if _, err := s.pool.Exec(r.Context(), baselineInsert, pid, id, in.UserID, in.Description, now, in.IsPublic,
 		s.hasher.HashSecretKey(secret), domain.LastFour(secret)); err != nil {

@@ -117,7 +117,7 @@ func baselineName(ctx context.Context, baseURL string) string {
 // floorKey is a well-formed secret for a made-up key id.
 func floorKey(i int) benchKey {
 	id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
-	secret, _ := domain.FormatSecretKey(id, false, make([]byte, domain.SecretKeyBytes))
+	secret, _ := domain.FormatSecretKey(id, domain.KeyTypeUser, false, make([]byte, domain.SecretKeyBytes))
 	return benchKey{ID: id, Secret: secret}
 }
 

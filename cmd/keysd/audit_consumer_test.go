@@ -30,7 +30,8 @@ type Event struct {
 	SchemaVersion int       `json:"schema_version"`
 	ProjectID     string    `json:"project_id"`
 	KeyID         string    `json:"key_id"`
-	UserID        string    `json:"user_id"`
+	UserID        string    `json:"user_id"` // a user's key
+	TeamID        string    `json:"team_id"` // a team's key
 	Version       int       `json:"version"`
 	Time          time.Time `json:"time"`
 	Actor         struct {

@@ -394,3 +394,108 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("refused rotations moved the stream from %d to %d", seq, after)
 	}
 }
+
+const teamKeys = "/api/v1/team-api-keys"
+
+// Section 7 on team keys (CONTRACT sections 6 and 7): Idempotency-Key on POST /team-api-keys
+// across instances and restarts, ETags, last use, and rotation on the team path.
+func TestTeamKeyLifecycle(t *testing.T) {
+	a, b, natsURL := twoInstances(t, "--last-use-interval", "1s")
+	p := a.createProject("team lifecycle")
+	body := map[string]any{"team_id": "team-1", "description": "deploy"}
+
+	first := a.do("POST", teamKeys, p, body, "Idempotency-Key", "team-create-1")
+	want(t, "create", first, 200, "")
+	wantETag(t, "create", first, 1)
+	if first.str("type") != "team" || first.str("team_id") != "team-1" || first.str("value") == "" {
+		t.Fatalf("created team key: %s", first.Raw)
+	}
+	seq := lastSeq(t, natsURL)
+	again := b.do("POST", teamKeys, p, body, "Idempotency-Key", "team-create-1")
+	if again.Status != 200 || again.Raw != first.Raw || again.Header.Get("ETag") != first.Header.Get("ETag") {
+		t.Fatalf("repeat on the other instance: %d %s, want %s", again.Status, again.Raw, first.Raw)
+	}
+	// A third time on the same instance: from its copy of the record, without the bucket.
+	if r := b.do("POST", teamKeys, p, body, "Idempotency-Key", "team-create-1"); r.Raw != first.Raw {
+		t.Fatalf("second repeat: %d %s, want %s", r.Status, r.Raw, first.Raw)
+	}
+	if lastSeq(t, natsURL) != seq {
+		t.Fatal("a repeated team create appended events")
+	}
+	want(t, "another body", b.do("POST", teamKeys, p, map[string]any{"team_id": "team-2", "description": "deploy"}, "Idempotency-Key", "team-create-1"),
+		422, "IDEMPOTENCY_KEY_REUSED")
+	// The same key on the user path is another request.
+	if r := a.do("POST", userKeys, p, map[string]any{"user_id": "u", "description": "deploy"}, "Idempotency-Key", "team-create-1"); r.Status != 200 || r.str("type") != "user" {
+		t.Fatalf("same Idempotency-Key on the user path: %d %s", r.Status, r.Raw)
+	}
+
+	path := teamKeys + "/" + first.str("id")
+	got := b.do("GET", path, p, nil)
+	want(t, "get", got, 200, "")
+	wantETag(t, "get", got, 1)
+	if r := b.do("GET", path, p, nil, "If-None-Match", `"1"`); r.Status != http.StatusNotModified {
+		t.Fatalf("If-None-Match: %d %s", r.Status, r.Raw)
+	}
+	want(t, "stale If-Match", a.do("PATCH", path, p, map[string]any{"description": "x"}, "If-Match", `"7"`), 412, "PRECONDITION_FAILED")
+
+	check := a.do("POST", teamKeys+"/check", p, map[string]any{"api_key": first.str("value")})
+	want(t, "check", check, 200, "")
+	ms, ok := check.Body["last_used_at_millis"].(float64)
+	if !ok {
+		t.Fatalf("the check shows no last use: %s", check.Raw)
+	}
+	waitLastUse(t, b, p, path, int64(ms))
+	want(t, "team key at the user check", a.do("POST", userKeys+"/check", p, map[string]any{"api_key": first.str("value")}), 400, "WRONG_API_KEY_TYPE")
+
+	rotated := b.do("POST", path+"/rotate", p, map[string]any{"grace_period_seconds": 0}, "Idempotency-Key", "team-rotate-1")
+	want(t, "rotate", rotated, 200, "")
+	if rotated.str("type") != "team" || rotated.str("team_id") != "team-1" || rotated.str("rotated_from") != first.str("id") {
+		t.Fatalf("rotated team key: %s", rotated.Raw)
+	}
+	if r := a.do("POST", path+"/rotate", p, map[string]any{"grace_period_seconds": 0}, "Idempotency-Key", "team-rotate-1"); r.Raw != rotated.Raw {
+		t.Fatalf("repeated rotation: %s, want %s", r.Raw, rotated.Raw)
+	}
+	want(t, "check the rotated-out key", a.do("POST", teamKeys+"/check", p, map[string]any{"api_key": first.str("value")}), 401, "API_KEY_EXPIRED")
+	want(t, "check the new key", a.do("POST", teamKeys+"/check", p, map[string]any{"api_key": rotated.str("value")}), 200, "")
+	list := a.do("GET", teamKeys+"?team_id=team-1", p, nil)
+	if items, _ := list.Body["items"].([]any); len(items) != 2 {
+		t.Fatalf("team-1's keys after rotation: %s", list.Raw)
+	}
+
+	// What the two instances did shows in /metrics.
+	idem := func(k *keysd, outcome string) float64 {
+		return metric(t, k, `keyledger_idempotency_requests_total{outcome="`+outcome+`"}`)
+	}
+	for _, m := range []struct {
+		what string
+		got  float64
+	}{
+		{"claimed", idem(a, "claimed") + idem(b, "claimed")},
+		{"stored", idem(a, "stored") + idem(b, "stored")},
+		{"replayed from the bucket", idem(a, "replayed_bucket") + idem(b, "replayed_bucket")},
+		{"replayed from memory", idem(b, "replayed_memory")},
+		{"reused", idem(b, "reused")},
+		{"last-use touches", metric(t, a, "keyledger_last_use_touches_total")},
+		{"last-use records written", metric(t, a, "keyledger_last_use_records_written_total")},
+		{"last-use flushes", metric(t, a, "keyledger_last_use_flushes_total")},
+		{"last-use records read by the other instance", metric(t, b, "keyledger_last_use_records_read_total")},
+	} {
+		if m.got < 1 {
+			t.Errorf("/metrics: %s = %v, want at least 1", m.what, m.got)
+		}
+	}
+	if errs := metric(t, a, "keyledger_last_use_flush_errors_total"); errs != 0 {
+		t.Errorf("/metrics: %v last-use flush errors", errs)
+	}
+
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	if r := a.do("POST", teamKeys, p, body, "Idempotency-Key", "team-create-1"); r.Raw != first.Raw {
+		t.Fatalf("repeat after restarts: %d %s, want %s", r.Status, r.Raw, first.Raw)
+	}
+}

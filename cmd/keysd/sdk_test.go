@@ -20,7 +20,7 @@ import (
 var sdkVersions = []string{"2.8.102", "2.8.108"}
 
 // sdkSteps is how many steps internal/sdktest/run.cjs runs for each version.
-const sdkSteps = 18
+const sdkSteps = 24
 
 // TestStackAuthSDK drives a real keysd with Stack Auth's own SDK, both versions, through its
 // server interface and its StackServerApp (internal/sdktest/run.cjs), and fails on any step

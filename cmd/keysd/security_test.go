@@ -35,7 +35,7 @@ func TestTenantIsolation(t *testing.T) {
 	missingID := uuid.NewString()
 	random := make([]byte, domain.SecretKeyBytes)
 	_, _ = rand.Read(random)
-	missingSecret, err := domain.FormatSecretKey(missingID, false, random)
+	missingSecret, err := domain.FormatSecretKey(missingID, domain.KeyTypeUser, false, random)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Drives a running keysd with Stack Auth's own SDK, @stackframe/js, in each version that
 // package.json pins: its server interface (StackServerInterface up to 2.8.102,
 // HexclaveServerInterface from 2.8.108, which sends x-hexclave-* headers) and its
-// StackServerApp, with no request written by hand. Each version runs the same 18 steps;
+// StackServerApp, with no request written by hand. Each version runs the same 24 steps (18 of
+// user keys and the user, then 6 of team keys through the server interface's team_id forms);
 // every step prints one JSON line {"version", "step", "ok", "error"?} and the process exits 1
 // if any step failed.
 //
@@ -66,11 +67,12 @@ const validDate = (d, what) => {
 };
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// steps returns the 18 steps of one version; they share state in order.
+// steps returns the 24 steps of one version; they share state in order.
 function steps(s) {
   const api = s.newInterface();
   const app = s.newApp();
   const userId = crypto.randomUUID();
+  const teamId = crypto.randomUUID();
   const st = {};
   return [
     ["interface: create a key", async () => {
@@ -207,6 +209,59 @@ function steps(s) {
       assert.equal(await s.newApp().getUser({ apiKey: soon.value }), null, "an expired key found a user");
       const listed = (await (await s.newApp().getUser(userId)).listApiKeys()).find((k) => k.id === soon.id);
       assert.equal(listed.whyInvalid(), "expired");
+    }],
+    // Team keys: the server interface sends team_id where it sends user_id for user keys.
+    ["interface: create team keys", async () => {
+      const k = await api.createProjectApiKey({ team_id: teamId, description: "team first", expires_at_millis: null }, null, "server");
+      assert.match(k.value, /^sk_/);
+      assert.equal(k.team_id, teamId);
+      assert.equal(k.type, "team");
+      assert.equal(k.user_id, undefined);
+      near(k.created_at_millis, "created_at_millis");
+      st.team = k;
+      const expires = Date.now() + 3600 * 1000;
+      st.teamPublic = await api.createProjectApiKey({ team_id: teamId, description: "team public", expires_at_millis: expires, is_public: true }, null, "server");
+      assert.match(st.teamPublic.value, /^pk_/);
+      assert.equal(st.teamPublic.expires_at_millis, expires);
+    }],
+    ["interface: list a team's keys, newest first", async () => {
+      const items = await api.listProjectApiKeys({ team_id: teamId }, null, "server");
+      assert.deepEqual(items.map((k) => k.id), [st.teamPublic.id, st.team.id]);
+      for (const k of items) assert.equal(k.type, "team");
+      assert.deepEqual(await api.listProjectApiKeys({ team_id: crypto.randomUUID() }, null, "server"), []);
+    }],
+    ["interface: get and rename a team key", async () => {
+      const k = await api.getProjectApiKey({ team_id: teamId }, st.team.id, null, "server");
+      assert.equal(k.id, st.team.id);
+      assert.equal(k.team_id, teamId);
+      const renamed = await api.updateProjectApiKey({ team_id: teamId }, st.team.id, { description: "team renamed" }, null, "server");
+      assert.equal(renamed.description, "team renamed");
+    }],
+    ["interface: check a team key", async () => {
+      const k = await api.checkProjectApiKey("team", st.team.value, null, "server");
+      assert.ok(k, "a valid team key checked as invalid");
+      assert.equal(k.id, st.team.id);
+      assert.equal(k.type, "team");
+    }],
+    ["interface: a key of the other type is WRONG_API_KEY_TYPE", async () => {
+      assert.equal(await api.checkProjectApiKey("user", st.team.value, null, "server"), null);
+      assert.equal(await api.checkProjectApiKey("team", st.appKey.value, null, "server"), null);
+      for (const [endpoint, secret, expected, actual] of [["user", st.team.value, "user", "team"], ["team", st.public.value, "team", "user"]]) {
+        const res = await api.sendServerRequestAndCatchKnownError(`/${endpoint}-api-keys/check`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ api_key: secret }),
+        }, null, [s.KnownErrors.WrongApiKeyType]);
+        assert.equal(res.status, "error", `a ${actual} key at the ${endpoint} check was accepted`);
+        assert.ok(s.KnownErrors.WrongApiKeyType.isInstance(res.error), `not WRONG_API_KEY_TYPE: ${res.error}`);
+        assert.deepEqual(res.error.constructorArgs, [expected, actual]);
+      }
+    }],
+    ["interface: revoke a team key", async () => {
+      const k = await api.updateProjectApiKey({ team_id: teamId }, st.team.id, { revoked: true }, null, "server");
+      near(k.manually_revoked_at_millis, "manually_revoked_at_millis");
+      assert.equal(await api.checkProjectApiKey("team", st.team.value, null, "server"), null);
+      assert.ok(await api.checkProjectApiKey("team", st.teamPublic.value, null, "server"), "the other team key stopped working");
     }],
   ];
 }

@@ -45,6 +45,8 @@ func TestReadModel(t *testing.T, newRM func(t *testing.T) projections.ReadModel)
 		{"LargeBatchMatchesFold", testLargeBatchMatchesFold},
 		{"ReadsDuringApply", testReadsDuringApply},
 		{"EveryEventTypeIsStored", testEveryEventTypeIsStored},
+		{"TeamKeys", testTeamKeys},
+		{"EveryEventTypeOfATeamKeyIsStored", testEveryEventTypeOfATeamKeyIsStored},
 	}
 	heavy := map[string]bool{"LargeBatchMatchesFold": true, "ReadsDuringApply": true}
 	for _, tt := range tests {
@@ -114,6 +116,92 @@ func testEveryEventTypeIsStored(t *testing.T, rm projections.ReadModel) {
 	}
 }
 
+// testTeamKeys: a team's keys are listed by KeysByTeam, newest first, apart from the keys of
+// a user with the same id, and keep their team through every change.
+func testTeamKeys(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p, other := h.CreateProject("acme"), h.CreateProject("other")
+	oldest := h.CreateKey(p, "acme", "team oldest", ForTeam())
+	h.Tick(time.Second)
+	userKey := h.CreateKey(p, "acme", "a user called acme")
+	h.Tick(time.Second)
+	revoked := h.CreateKey(p, "acme", "team revoked", ForTeam(), Public())
+	h.Revoke(p, revoked)
+	h.Tick(time.Second)
+	renamed := h.CreateKey(p, "acme", "team renamed", ForTeam(), WithExpiry(h.now.Add(time.Hour)))
+	h.Rename(p, renamed, "team renamed, again")
+	h.CreateKey(p, "beta", "another team", ForTeam())
+	h.CreateKey(other, "acme", "same team id, another project", ForTeam())
+	h.ApplyAll(rm)
+
+	ctx := context.Background()
+	got, err := rm.KeysByTeam(ctx, p, "acme")
+	if err != nil {
+		t.Fatalf("KeysByTeam: %v", err)
+	}
+	if ids, want := keyIDs(got), []string{renamed, revoked, oldest}; !slices.Equal(ids, want) {
+		t.Fatalf("KeysByTeam order = %v\nwant %v", h.describeIDs(ids), h.describeIDs(want))
+	}
+	for _, v := range got {
+		h.assertView(v, p, v.ID)
+		if v.Type() != domain.KeyTypeTeam || v.TeamID != "acme" || v.UserID != "" {
+			t.Fatalf("team key read as %s", describeKey(v))
+		}
+	}
+	users, err := rm.KeysByUser(ctx, p, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := keyIDs(users); !slices.Equal(ids, []string{userKey}) {
+		t.Fatalf("KeysByUser(acme) = %v, want only the user's key", h.describeIDs(ids))
+	}
+	if v := h.AssertKey(rm, p, userKey); v.Type() != domain.KeyTypeUser {
+		t.Fatalf("user key read as %s", describeKey(v))
+	}
+	h.AssertKey(rm, p, revoked)
+	h.assertKeysByTeam(rm, p, "acme")
+	h.assertKeysByTeam(rm, p, "beta")
+	h.assertKeysByTeam(rm, other, "acme")
+	if keys, err := rm.KeysByTeam(ctx, p, "nobody"); err != nil || len(keys) != 0 {
+		t.Fatalf("KeysByTeam(nobody) = %v, %v; want none", keys, err)
+	}
+}
+
+// testEveryEventTypeOfATeamKeyIsStored is testEveryEventTypeIsStored for a team's key.
+func testEveryEventTypeOfATeamKeyIsStored(t *testing.T, rm projections.ReadModel) {
+	h := NewHistory(t)
+	p := h.CreateProject("every event type of a team key")
+	var creation domain.EventDefinition
+	for _, d := range domain.EventDefinitions() {
+		if d.ForKey && d.Creates {
+			creation = d
+		}
+	}
+	var keys []string
+	for _, d := range domain.EventDefinitions() {
+		if !d.ForKey {
+			continue
+		}
+		key := newUUID()
+		h.teams[key] = "team-" + string(d.Type)
+		if d.Creates {
+			h.evolve(h.appendRawKeyEvent(p, key, 1, d.Example))
+		} else {
+			h.evolve(h.appendRawKeyEvent(p, key, 1, creation.Example))
+			h.appendKeyEvent(p, key, d.Example)
+		}
+		h.names[key] = string(d.Type)
+		keys = append(keys, key)
+	}
+	h.ApplyAll(rm)
+	for _, key := range keys {
+		if v := h.AssertKey(rm, p, key); v.TeamID != h.teams[key] {
+			t.Fatalf("key %q read with team %q", h.names[key], v.TeamID)
+		}
+		h.assertKeysByTeam(rm, p, h.teams[key])
+	}
+}
+
 func testEmptyReadModel(t *testing.T, rm projections.ReadModel) {
 	ctx := context.Background()
 	if cp, err := rm.Checkpoint(ctx); err != nil || cp != 0 {
@@ -124,6 +212,9 @@ func testEmptyReadModel(t *testing.T, rm projections.ReadModel) {
 	}
 	if keys, err := rm.KeysByUser(ctx, newUUID(), "u"); err != nil || len(keys) != 0 {
 		t.Fatalf("KeysByUser = %v, %v; want none", keys, err)
+	}
+	if keys, err := rm.KeysByTeam(ctx, newUUID(), "t"); err != nil || len(keys) != 0 {
+		t.Fatalf("KeysByTeam = %v, %v; want none", keys, err)
 	}
 }
 
@@ -546,6 +637,7 @@ type History struct {
 	created  map[string]uint64 // key id -> stream sequence of its creation
 	projects map[string]domain.ProjectSnapshot
 	names    map[string]string // key id -> description at creation, for messages
+	teams    map[string]string // key id -> team id, for hand-made events of a team's key
 }
 
 // NewHistory starts an empty stream whose helpers fail t.
@@ -553,7 +645,7 @@ func NewHistory(t testing.TB) *History {
 	return &History{
 		t: t, now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
 		keys: map[string]*domain.Key{}, lastSeq: map[string]uint64{}, created: map[string]uint64{},
-		projects: map[string]domain.ProjectSnapshot{}, names: map[string]string{},
+		projects: map[string]domain.ProjectSnapshot{}, names: map[string]string{}, teams: map[string]string{},
 	}
 }
 
@@ -612,6 +704,9 @@ type KeyOption func(*domain.CreateKey)
 // WithExpiry makes the key expire at t.
 func WithExpiry(t time.Time) KeyOption { return func(c *domain.CreateKey) { c.ExpiresAt = &t } }
 
+// ForTeam makes the key a team's: the owner CreateKey is given is a team id.
+func ForTeam() KeyOption { return func(c *domain.CreateKey) { c.TeamID, c.UserID = c.UserID, "" } }
+
 // Public makes the key a public one.
 func Public() KeyOption { return func(c *domain.CreateKey) { c.IsPublic = true } }
 
@@ -667,13 +762,16 @@ func (h *History) appendKeyEvent(project, key string, data domain.EventData) {
 
 // appendRawKeyEvent appends a hand-made key event without folding it.
 func (h *History) appendRawKeyEvent(project, key string, version int, data domain.EventData) eventstore.RecordedEvent {
-	user := "u"
+	user, team := "u", h.teams[key]
+	if team != "" {
+		user = ""
+	}
 	if k := h.keys[key]; k != nil {
-		user = k.Snapshot().UserID
+		user, team = k.Snapshot().UserID, k.Snapshot().TeamID
 	}
 	e := domain.Event{
 		ID: newUUID(), SchemaVersion: domain.CurrentSchemaVersion, ProjectID: project, KeyID: key,
-		UserID: user, Version: version, Time: h.now, Actor: domain.Actor{Type: domain.ActorOperator, ID: "test"},
+		UserID: user, TeamID: team, Version: version, Time: h.now, Actor: domain.Actor{Type: domain.ActorOperator, ID: "test"},
 		RequestID: "hand-made", Data: data,
 	}
 	e.Type = domain.TypeOf(data)
@@ -773,13 +871,28 @@ func (h *History) assertView(v projections.KeyView, project, key string) {
 
 func (h *History) assertKeysByUser(rm projections.ReadModel, project, user string) {
 	h.t.Helper()
-	got, err := rm.KeysByUser(context.Background(), project, user)
+	h.assertKeysByOwner(rm, project, domain.KeyTypeUser, user)
+}
+
+func (h *History) assertKeysByTeam(rm projections.ReadModel, project, team string) {
+	h.t.Helper()
+	h.assertKeysByOwner(rm, project, domain.KeyTypeTeam, team)
+}
+
+// assertKeysByOwner checks KeysByUser or KeysByTeam against the fold of the stream.
+func (h *History) assertKeysByOwner(rm projections.ReadModel, project string, typ domain.KeyType, user string) {
+	h.t.Helper()
+	list := rm.KeysByUser
+	if typ == domain.KeyTypeTeam {
+		list = rm.KeysByTeam
+	}
+	got, err := list(context.Background(), project, user)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	var want []projections.KeyView
 	for id, k := range h.keys {
-		if s := k.Snapshot(); s.ProjectID == project && s.UserID == user {
+		if s := k.Snapshot(); s.ProjectID == project && s.Type() == typ && s.Owner() == user {
 			want = append(want, h.want(id))
 		}
 	}
@@ -790,11 +903,11 @@ func (h *History) assertKeysByUser(rm projections.ReadModel, project, user strin
 		return -compareSeq(h.createdSeq(a.ID), h.createdSeq(b.ID))
 	})
 	if len(got) != len(want) {
-		h.t.Fatalf("KeysByUser(%s) has %d keys, want %d", user, len(got), len(want))
+		h.t.Fatalf("keys of %s %s: %d, want %d", typ, user, len(got), len(want))
 	}
 	for i := range got {
 		if describeKey(got[i]) != describeKey(want[i]) {
-			h.t.Fatalf("KeysByUser(%s)[%d]\n got %s\nwant %s", user, i, describeKey(got[i]), describeKey(want[i]))
+			h.t.Fatalf("keys of %s %s [%d]\n got %s\nwant %s", typ, user, i, describeKey(got[i]), describeKey(want[i]))
 		}
 	}
 }
