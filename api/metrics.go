@@ -126,6 +126,23 @@ func storeCollectors(store *eventstore.Store) []prometheus.Collector {
 			Help: "Times the NATS connection was lost.",
 		}, func() float64 { return float64(store.Disconnects()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_event_stream_unsafe",
+			Help: "1 while writes are suspended because the event stream's configuration does not keep events (deleted, sealed, limits, deletes or purges allowed...).",
+		}, func() float64 {
+			if len(store.GuardState().Unsafe) > 0 {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_event_stream_unsafe_total",
+			Help: "Times the event stream's configuration was found no longer keeping events (writes suspended) since start.",
+		}, func() float64 { return float64(store.GuardState().Trips) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_event_stream_missing_events",
+			Help: "Events the stream held once and holds no more (its first sequence moved, or messages were deleted), as far as its state tells.",
+		}, func() float64 { return float64(store.GuardState().Lost) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyledger_nats_connected",
 			Help: "1 while keysd is connected to a NATS server.",
 		}, func() float64 {

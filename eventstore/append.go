@@ -27,6 +27,9 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	if len(events) == 0 {
 		return 0, errors.New("append: no events")
 	}
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
 	first := events[0]
 	if !validToken(first.ProjectID) || !validToken(first.KeyID) {
 		return 0, fmt.Errorf("append: invalid key address %q/%q", first.ProjectID, first.KeyID)
@@ -53,11 +56,14 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	if err == nil {
 		return seq, nil
 	}
+	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
+	if !conflict {
+		s.recheck() // a stream deleted, sealed or given limits refuses appends
+	}
 	// A conflict, or any other answer, is resolved from the stream before it is believed: an
 	// error reply may come from another subscriber of the reply subject rather than from the
 	// server (a forged "stream not found" while the real append landed), so every failure
 	// is an unknown outcome until the key's last message says whether ours is there.
-	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
 	lastID := events[len(events)-1].ID
 	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
 		return seq, nil
@@ -121,6 +127,9 @@ func (s *Store) AppendProjectEvent(ctx context.Context, e domain.Event) (uint64,
 	if !validToken(e.ProjectID) {
 		return 0, fmt.Errorf("append: invalid project id %q", e.ProjectID)
 	}
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
 	m, err := s.msg(s.subj.projectEvent(e), e)
 	if err != nil {
 		return 0, err
@@ -129,6 +138,9 @@ func (s *Store) AppendProjectEvent(ctx context.Context, e domain.Event) (uint64,
 	seq, err := s.publish(ctx, []*nats.Msg{m}, 0, filter)
 	if err == nil {
 		return seq, nil
+	}
+	if !isWrongLastSequence(err) {
+		s.recheck()
 	}
 	if seq, found, lerr := s.lastMsgID(ctx, filter, e.ID); lerr == nil && found {
 		return seq, nil

@@ -20,6 +20,9 @@ func (s *Store) AppendRotation(ctx context.Context, expected uint64, events []do
 	if len(events) == 0 {
 		return 0, errors.New("append rotation: no events")
 	}
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
 	created := events[len(events)-1]
 	if created.Type != domain.TypeKeyCreated {
 		return 0, errors.New("append rotation: the last event must create the new key")
@@ -48,6 +51,9 @@ func (s *Store) AppendRotation(ctx context.Context, expected uint64, events []do
 		return seq, nil
 	}
 	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
+	if !conflict {
+		s.recheck()
+	}
 	if !conflict && !isUncertain(err) {
 		return 0, fmt.Errorf("rotate key %s: %w", rotated.RotatedFrom, err)
 	}
