@@ -142,6 +142,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			LastUse: lastUse, Idempotency: idempotency,
 			Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
 			RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+			AuthFailureRate: cfg.AuthFailureRate, AuthFailureBurst: cfg.AuthFailureBurst,
 		},
 		KeyIndexSize: cfg.keyIndexSize(),
 	})
