@@ -236,7 +236,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 }
 
 // NewServer returns an http.Server for h with timeouts and a header limit, so that slow or
-// greedy clients cannot hold its connections or memory.
+// greedy clients cannot hold its connections or memory. Serve it on Listener(ln), so that
+// what net/http answers by itself is answered with JSON too.
 func NewServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr:              addr,
@@ -246,6 +247,9 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		// "OPTIONS *" reaches the router (a JSON 404 with a request id) instead of net/http's
+		// own bodiless 200.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 

@@ -158,7 +158,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	printBanner(stdout, cfg, store, ln.Addr().String(), embedded != nil, rmDesc)
 	srv := api.NewServer(cfg.HTTPAddr, svc.Handler)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(api.Listener(ln)) }()
 	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier(), "key_index_size", max(cfg.keyIndexSize(), 0))
 
 	select {
