@@ -243,6 +243,8 @@ func projectorCollectors(projector Waiter) []prometheus.Collector {
 			func(s projections.ProjectorStats) float64 { return float64(s.Batches) }),
 		counter("keyledger_projector_poison_total", "Messages on the stream that are not valid events, set aside.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Poison) }),
+		counter("keyledger_projector_refused_total", "Authenticated events the read model did not apply because they do not follow their key's version (a genuine event published again, a version gap), set aside.",
+			func(s projections.ProjectorStats) float64 { return float64(s.Refused) }),
 		counter("keyledger_projector_dead_lettered_total", "Poison messages copied to the dead-letter stream.",
 			func(s projections.ProjectorStats) float64 { return float64(s.DeadLettered) }),
 		counter("keyledger_projector_dead_letter_failures_total", "Poison messages that could not be copied to the dead-letter stream (skipped all the same).",

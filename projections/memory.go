@@ -100,37 +100,42 @@ var _ ReadModel = (*Memory)(nil)
 func (m *Memory) Ping(context.Context) error { return nil }
 
 // Apply implements ReadModel.
-func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (uint64, error) {
+func (m *Memory) Apply(ctx context.Context, events []eventstore.RecordedEvent) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	todo, err := unapplied(m.checkpoint, events)
 	if err != nil {
 		return m.checkpoint, err
 	}
+	var refused []uint64
 	for i := range todo {
 		r := &todo[i]
 		if r.Seq <= m.checkpoint {
 			continue
 		}
 		m.checkpoint = r.Seq
-		if r.Err != nil {
+		if r.Err != nil || r.Control {
 			continue
 		}
-		m.applyOne(r)
+		if !m.applyOne(r) {
+			refused = append(refused, r.Seq)
+		}
 	}
+	reportRefused(ctx, refused)
 	return m.checkpoint, nil
 }
 
-func (m *Memory) applyKey(r eventstore.RecordedEvent) {
+// applyKey applies a key event, and reports whether it changed the key (false: refused by
+// evolveKey's rules).
+func (m *Memory) applyKey(r eventstore.RecordedEvent) bool {
 	idx := m.intern(r.Event.ProjectID)
 	rec := m.lookup(idx, r.Event.KeyID)
 	if rec != nil {
-		m.update(rec, r)
-		return
+		return m.update(rec, r)
 	}
 	next, ok := evolveKey(nil, r)
 	if !ok {
-		return
+		return false
 	}
 	rec = encode(idx, next)
 	if rec.flags&flagOddID != 0 {
@@ -142,13 +147,14 @@ func (m *Memory) applyKey(r eventstore.RecordedEvent) {
 	list := m.byUser[ref]
 	i, _ := slices.BinarySearchFunc(list, rec, compareCreation)
 	m.byUser[ref] = slices.Insert(list, i, rec)
+	return true
 }
 
 // update applies an event to an existing key in place, by evolveKey's rules, without
 // expanding the record: only what an event can change of an existing key (its description,
 // revocation and version) goes in and comes out. The id and project are the event's, which
 // lookup matched exactly. No allocation but a changed description's copy.
-func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
+func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) bool {
 	s := domain.KeySnapshot{ID: r.Event.KeyID, ProjectID: r.Event.ProjectID, Description: rec.description, Version: int(rec.version)}
 	var revokedAt time.Time
 	if rec.flags&flagRevoked != 0 {
@@ -162,11 +168,11 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 	}
 	k := domain.RestoreKey(s)
 	if k.Evolve(r.Event) != nil {
-		return
+		return false
 	}
 	next := k.Snapshot()
 	if !storable(next.Description) {
-		return
+		return false
 	}
 	// The user index keeps pointing at rec.
 	if rec.description != next.Description {
@@ -184,6 +190,7 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 		rec.flags |= flagExpires
 		rec.expiresAt = next.ExpiresAt.UnixMilli()
 	}
+	return true
 }
 
 // compareCreation orders keys oldest first.
