@@ -71,6 +71,14 @@ type Deps struct {
 	// RateBurst is how many requests a project may make at once above RateLimit. Default
 	// twice RateLimit.
 	RateBurst int
+	// AuthFailureRate is how many failed authentications per second each client address may
+	// have (an unknown project, a wrong secret server key, an admin token refused); once its
+	// bucket of AuthFailureBurst is spent, every API request from that address gets 429
+	// RATE_LIMITED with Retry-After, before its credentials are looked at. 0: no limit.
+	AuthFailureRate float64
+	// AuthFailureBurst is how many failures an address may have at once above
+	// AuthFailureRate. Default ten times AuthFailureRate.
+	AuthFailureBurst int
 	// CredentialScanningRate is how many credential-scanning reports per second each client
 	// address may send (CONTRACT section 6); more get 429 RATE_LIMITED. Default 1.
 	CredentialScanningRate float64
@@ -147,6 +155,9 @@ func (d Deps) Validate() error {
 	if d.RateLimit < 0 || d.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("api: RateLimit and RateBurst must not be negative, got %g and %d", d.RateLimit, d.RateBurst))
 	}
+	if d.AuthFailureRate < 0 || d.AuthFailureBurst < 0 {
+		errs = append(errs, fmt.Errorf("api: AuthFailureRate and AuthFailureBurst must not be negative, got %g and %d", d.AuthFailureRate, d.AuthFailureBurst))
+	}
 	return errors.Join(errs...)
 }
 
@@ -159,6 +170,8 @@ type server struct {
 	router   *mux.Router
 	inFlight chan struct{}
 	limiter  *limiter // per project
+	// authLimiter limits failed authentications per client address.
+	authLimiter *limiter
 	// scanLimiter limits credential-scanning reports per client address.
 	scanLimiter *limiter
 	replays     replayCache // completed idempotency records, for repeats
@@ -180,6 +193,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 	}
 	s := &server{d: d, log: d.Logger, inFlight: make(chan struct{}, d.MaxInFlight),
 		limiter: newLimiter(d.RateLimit, d.RateBurst, "Too many requests for this project; retry the request later."),
+		authLimiter: newLimiter(d.AuthFailureRate, authFailureBurst(d),
+			"Too many failed authentications from this address; retry the request later."),
 		scanLimiter: newLimiter(d.CredentialScanningRate, d.CredentialScanningBurst,
 			"Too many credential-scanning reports from this address; retry the request later.")}
 	s.position = &streamPosition{ask: d.Store.LastSeq, timeout: d.WaitTimeout}
@@ -223,7 +238,8 @@ func NewHandler(d Deps) (http.Handler, error) {
 }
 
 // NewServer returns an http.Server for h with timeouts and a header limit, so that slow or
-// greedy clients cannot hold its connections or memory.
+// greedy clients cannot hold its connections or memory. Serve it on Listener(ln), so that
+// what net/http answers by itself is answered with JSON too.
 func NewServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr:              addr,
@@ -233,19 +249,31 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		// "OPTIONS *" reaches the router (a JSON 404 with a request id) instead of net/http's
+		// own bodiless 200.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 
 // apiHandler is an endpoint of /api/v1, called with the authenticated caller.
 type apiHandler func(w http.ResponseWriter, r *http.Request, caller commands.Caller)
 
-// api wraps an endpoint: load shedding, authentication, and the project's rate limit. The request's work is bounded by
+// api wraps an endpoint: load shedding, the client address's failed authentications,
+// authentication, and the project's rate limit. The request's work is bounded by
 // the event store's timeout on each call and Deps.WaitTimeout on the projector (a deadline
 // on the whole request would replace the store's own, shorter, timeouts).
 func (s *server) api(h apiHandler) http.Handler {
 	return s.unauthenticated(func(w http.ResponseWriter, r *http.Request) {
+		addr := clientAddress(r)
+		if err := s.authLimiter.exhausted(addr, time.Now()); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		caller, err := s.authenticate(r)
 		if err != nil {
+			if isGuess(err) {
+				s.authLimiter.spend(addr, time.Now())
+			}
 			writeError(w, r, err)
 			return
 		}

@@ -133,6 +133,26 @@ func (a *server) authenticate(r *http.Request) (commands.Caller, error) {
 	return caller, nil
 }
 
+// isGuess tells whether a failed authentication is one the failure limit counts: a
+// well-formed project id that names no project (each costs a lookup), a wrong secret server
+// key, a refused admin token: what guessing credentials looks like. A header missing or of
+// the wrong shape costs nothing to answer and guesses nothing, and is not counted.
+func isGuess(err error) bool {
+	ae, ok := errors.AsType[*authError](err)
+	if !ok {
+		return false
+	}
+	switch {
+	case errors.Is(ae.reason, domain.ErrProjectNotFound):
+		_, wellFormed := parseUUID(ae.value)
+		return wellFormed
+	case errors.Is(ae.reason, errWrongServerKey), errors.Is(ae.reason, domain.ErrTokenUnparsable),
+		errors.Is(ae.reason, domain.ErrTokenExpired), errors.Is(ae.reason, domain.ErrTokenNotAdmin):
+		return true
+	}
+	return false
+}
+
 // credential returns a credential header's first value under either spelling and whether it
 // was sent at all (an empty value is still "sent"). Both spellings with different values are
 // an error; with the same value they are one header.
@@ -158,10 +178,59 @@ func headerValue(r *http.Request, name string) (string, bool) {
 	return v[0], true
 }
 
-// projectCache remembers projects once found. Projects never change after creation (there is
-// no event that does), so an entry never goes stale; unknown ids are not remembered, so a
-// project created a moment ago by keysctl is found on its first request.
-type projectCache struct{ m sync.Map } // project id -> domain.ProjectSnapshot
+// projectCache remembers projects once found, and for a short while ids found to name no
+// project. Projects never change after creation (there is no event that does), so a found
+// entry never goes stale. An unknown id is remembered for unknownProjectTTL, so that requests
+// repeating it are answered without asking the read model and NATS each time; a project
+// created meanwhile (projects are created by keysctl, straight onto the stream, whichever
+// keysd is asked) is found at most that long after it was first asked for under an id that
+// did not exist yet. Ids are random UUIDs that keysctl makes, so only a client that asked for
+// one before it existed can see that.
+type projectCache struct {
+	m sync.Map // project id -> domain.ProjectSnapshot
+
+	mu      sync.Mutex
+	unknown map[string]time.Time // project id -> when its "not found" expires
+}
+
+// Bounds of the unknown-project cache.
+const (
+	unknownProjectTTL = 2 * time.Second
+	maxUnknown        = 10_000
+)
+
+// isUnknown tells whether id was found to name no project less than unknownProjectTTL ago.
+func (c *projectCache) isUnknown(id string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	exp, ok := c.unknown[id]
+	if ok && now.After(exp) {
+		delete(c.unknown, id)
+		return false
+	}
+	return ok
+}
+
+// rememberUnknown records that id names no project; at maxUnknown entries the expired ones
+// go, and all of them if none has.
+func (c *projectCache) rememberUnknown(id string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.unknown == nil {
+		c.unknown = make(map[string]time.Time)
+	}
+	if len(c.unknown) >= maxUnknown {
+		for k, exp := range c.unknown {
+			if now.After(exp) {
+				delete(c.unknown, k)
+			}
+		}
+		if len(c.unknown) >= maxUnknown {
+			clear(c.unknown)
+		}
+	}
+	c.unknown[id] = now.Add(unknownProjectTTL)
+}
 
 // project returns a project from the cache, the read model, or the event store, in that
 // order: the store has a project as soon as `keysctl projects create` exits, the read model
@@ -170,6 +239,10 @@ func (a *server) project(ctx context.Context, id string) (domain.ProjectSnapshot
 	if p, ok := a.projects.m.Load(id); ok {
 		return p.(domain.ProjectSnapshot), nil
 	}
+	now := time.Now()
+	if a.projects.isUnknown(id, now) {
+		return domain.ProjectSnapshot{}, domain.ErrProjectNotFound
+	}
 	p, err := a.d.ReadModel.Project(ctx, id)
 	if err != nil {
 		if !errors.Is(err, domain.ErrProjectNotFound) {
@@ -177,6 +250,9 @@ func (a *server) project(ctx context.Context, id string) (domain.ProjectSnapshot
 				"project_id", id, "request_id", requestID(ctx), "err", err)
 		}
 		p, err = a.d.Store.LoadProject(ctx, id)
+		if errors.Is(err, domain.ErrProjectNotFound) {
+			a.projects.rememberUnknown(id, now)
+		}
 		if err != nil {
 			return domain.ProjectSnapshot{}, err
 		}

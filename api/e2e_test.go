@@ -51,11 +51,16 @@ type project struct{ id, serverKey string }
 
 type envOptions struct {
 	storeTimeout time.Duration
+	// syncAlways: the NATS server syncs every write before acknowledging it
+	syncAlways bool
 }
 
 func newEnv(t *testing.T, opts envOptions) *env {
 	t.Helper()
 	ns := testenv.NATS(t)
+	if opts.syncAlways {
+		ns = testenv.NATSSyncAlways(t)
+	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	hasher, err := domain.NewHasher(secret)

@@ -187,6 +187,8 @@ var errorTable = []errorMapping{
 		message: "Earlier changes to this API key are still in progress; retry the request.", retryAfter: retryAfterUnavailable},
 	{match: is(errProjectorBehind), status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
 		message: "The service is catching up with recent changes; retry the request.", retryAfter: retryAfterUnavailable},
+	{match: is(eventstore.ErrStreamUnsafe), status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
+		message: "Writes are suspended: the event stream's configuration no longer keeps every event; retry the request later.", retryAfter: retryAfterUnavailable},
 	{match: eventstore.IsUnavailable, status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,
 		message: "The event store is unavailable; retry the request.", retryAfter: retryAfterUnavailable},
 	{match: projections.IsUnavailable, status: http.StatusServiceUnavailable, code: CodeServiceUnavailable,

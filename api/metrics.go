@@ -184,6 +184,23 @@ func storeCollectors(store *eventstore.Store) []prometheus.Collector {
 			Help: "Times the NATS connection was lost.",
 		}, func() float64 { return float64(store.Disconnects()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_event_stream_unsafe",
+			Help: "1 while writes are suspended because the event stream's configuration does not keep events (deleted, sealed, limits, deletes or purges allowed...).",
+		}, func() float64 {
+			if len(store.GuardState().Unsafe) > 0 {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyledger_event_stream_unsafe_total",
+			Help: "Times the event stream's configuration was found no longer keeping events (writes suspended) since start.",
+		}, func() float64 { return float64(store.GuardState().Trips) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyledger_event_stream_missing_events",
+			Help: "Events the stream held once and holds no more (its first sequence moved, or messages were deleted), as far as its state tells.",
+		}, func() float64 { return float64(store.GuardState().Lost) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyledger_nats_connected",
 			Help: "1 while keysd is connected to a NATS server.",
 		}, func() float64 {
@@ -284,6 +301,8 @@ func projectorCollectors(projector Waiter) []prometheus.Collector {
 			func(s projections.ProjectorStats) float64 { return float64(s.Batches) }),
 		counter("keyledger_projector_poison_total", "Messages on the stream that are not valid events, set aside.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Poison) }),
+		counter("keyledger_projector_refused_total", "Authenticated events the read model did not apply because they do not follow their key's version (a genuine event published again, a version gap), set aside.",
+			func(s projections.ProjectorStats) float64 { return float64(s.Refused) }),
 		counter("keyledger_projector_dead_lettered_total", "Poison messages copied to the dead-letter stream.",
 			func(s projections.ProjectorStats) float64 { return float64(s.DeadLettered) }),
 		counter("keyledger_projector_dead_letter_failures_total", "Poison messages that could not be copied to the dead-letter stream (skipped all the same).",

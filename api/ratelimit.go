@@ -12,7 +12,8 @@ import (
 
 // limiter is a token bucket per caller: per project for the API (one tenant sending more than
 // its rate gets 429 RATE_LIMITED with Retry-After, and the others are not slowed by it), per
-// client address for the unauthenticated credential-scanning endpoint. Buckets are bounded:
+// client address for the unauthenticated credential-scanning endpoint and for failed
+// authentications (a token taken per failure, checked before each request: see exhausted). Buckets are bounded:
 // past maxBuckets, the full (idle) ones are dropped, and if none is, all are.
 type limiter struct {
 	limit      rate.Limit
@@ -46,7 +47,48 @@ func (l *limiter) allow(caller string, now time.Time) *apiError {
 	if l == nil {
 		return nil
 	}
+	b := l.bucket(caller, now)
+	res := b.ReserveN(now, 1)
+	wait := res.DelayFrom(now)
+	if res.OK() && wait == 0 {
+		return nil
+	}
+	res.CancelAt(now)
+	return l.refusal(wait)
+}
+
+// exhausted tells, without taking a token, whether the caller's bucket is empty: the check
+// before a request whose failure alone takes a token (spend). A caller with no bucket yet
+// has a full one and gets none made.
+func (l *limiter) exhausted(caller string, now time.Time) *apiError {
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
+	b, ok := l.buckets[caller]
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	tokens := b.TokensAt(now)
+	if tokens >= 1 {
+		return nil
+	}
+	return l.refusal(time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second)))
+}
+
+// spend takes a token from the caller's bucket, if it has one.
+func (l *limiter) spend(caller string, now time.Time) {
+	if l == nil {
+		return
+	}
+	l.bucket(caller, now).AllowN(now, 1)
+}
+
+// bucket is the caller's bucket, made full when it has none.
+func (l *limiter) bucket(caller string, now time.Time) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	b, ok := l.buckets[caller]
 	if !ok {
 		if len(l.buckets) >= l.maxBuckets {
@@ -55,13 +97,11 @@ func (l *limiter) allow(caller string, now time.Time) *apiError {
 		b = rate.NewLimiter(l.limit, l.burst)
 		l.buckets[caller] = b
 	}
-	l.mu.Unlock()
-	res := b.ReserveN(now, 1)
-	wait := res.DelayFrom(now)
-	if res.OK() && wait == 0 {
-		return nil
-	}
-	res.CancelAt(now)
+	return b
+}
+
+// refusal is the 429 of a caller who must wait before the next token.
+func (l *limiter) refusal(wait time.Duration) *apiError {
 	return &apiError{
 		Status: http.StatusTooManyRequests, Code: CodeRateLimited,
 		Message:    l.message,
@@ -90,4 +130,12 @@ func clientAddress(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// authFailureBurst is Deps.AuthFailureBurst, by default ten times the rate.
+func authFailureBurst(d Deps) int {
+	if d.AuthFailureBurst > 0 {
+		return d.AuthFailureBurst
+	}
+	return max(1, int(math.Ceil(10*d.AuthFailureRate)))
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,6 +27,9 @@ import (
 func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []domain.Event) (uint64, error) {
 	if len(events) == 0 {
 		return 0, errors.New("append: no events")
+	}
+	if err := s.writable(); err != nil {
+		return 0, err
 	}
 	first := events[0]
 	if !validToken(first.ProjectID) || !validToken(first.KeyID) {
@@ -53,13 +57,16 @@ func (s *Store) AppendKeyEvents(ctx context.Context, expected uint64, events []d
 	if err == nil {
 		return seq, nil
 	}
+	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
+	if !conflict {
+		s.recheck() // a stream deleted, sealed or given limits refuses appends
+	}
 	// A conflict, or any other answer, is resolved from the stream before it is believed: an
 	// error reply may come from another subscriber of the reply subject rather than from the
 	// server (a forged "stream not found" while the real append landed), so every failure
 	// is an unknown outcome until the key's last message says whether ours is there.
-	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
 	lastID := events[len(events)-1].ID
-	if seq, found, lerr := s.lastMsgID(ctx, keyFilter, lastID); lerr == nil && found {
+	if seq, found, lerr := s.resolveAppend(ctx, keyFilter, lastID, expected); lerr == nil && found {
 		return seq, nil
 	} else if lerr != nil {
 		// A refusal we cannot check (the leader gone mid-way) is an outage, not a race:
@@ -101,25 +108,58 @@ func (s *Store) publish(ctx context.Context, msgs []*nats.Msg, expected uint64, 
 	return ack.Sequence, nil
 }
 
-// lastMsgID reports whether the last message on filter carries the message id.
-func (s *Store) lastMsgID(ctx context.Context, filter, id string) (uint64, bool, error) {
+// resolveAppend tells whether a failed append landed after all: whether the last message on
+// filter, whose last message was at expected when the append was sent, carries the append's
+// message id. While the filter's last message is still at expected, the append may still be
+// on its way (an error reply forged by another subscriber of its reply subject arrives
+// before the server's answer, and before the server has stored it): it looks again, for at
+// most resolveWait. Once another message is there, the append can never land (its
+// expectation fails), and the answer is final.
+func (s *Store) resolveAppend(ctx context.Context, filter, id string, expected uint64) (uint64, bool, error) {
+	return s.resolveAppendWithin(ctx, filter, id, expected, min(s.cfg.Timeout, resolveWait))
+}
+
+// resolveAppendWithin is resolveAppend waiting at most wait for an append on its way.
+func (s *Store) resolveAppendWithin(ctx context.Context, filter, id string, expected uint64, wait time.Duration) (uint64, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	m, err := s.getLast(ctx, filter)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, false, nil
+	deadline := time.Now().Add(wait)
+	pause := 5 * time.Millisecond
+	for {
+		m, err := s.getLast(ctx, filter)
+		var last uint64
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return 0, false, err
+		case m.Header.Get(jetstream.MsgIDHeader) == id:
+			return m.Sequence, true, nil
+		default:
+			last = m.Sequence
+		}
+		if last != expected || time.Now().Add(pause).After(deadline) {
+			return last, false, nil
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return last, false, nil
+		}
+		pause = min(2*pause, 200*time.Millisecond)
 	}
-	if err != nil {
-		return 0, false, err
-	}
-	return m.Sequence, m.Header.Get(jetstream.MsgIDHeader) == id, nil
 }
+
+// resolveWait bounds how long resolveAppend waits for an append still on its way.
+const resolveWait = 2 * time.Second
 
 // AppendProjectEvent appends a project's creation. It fails with domain.ErrProjectExists if
 // the project already has events.
 func (s *Store) AppendProjectEvent(ctx context.Context, e domain.Event) (uint64, error) {
 	if !validToken(e.ProjectID) {
 		return 0, fmt.Errorf("append: invalid project id %q", e.ProjectID)
+	}
+	if err := s.writable(); err != nil {
+		return 0, err
 	}
 	m, err := s.msg(s.subj.projectEvent(e), e)
 	if err != nil {
@@ -130,7 +170,10 @@ func (s *Store) AppendProjectEvent(ctx context.Context, e domain.Event) (uint64,
 	if err == nil {
 		return seq, nil
 	}
-	if seq, found, lerr := s.lastMsgID(ctx, filter, e.ID); lerr == nil && found {
+	if !isWrongLastSequence(err) {
+		s.recheck()
+	}
+	if seq, found, lerr := s.resolveAppend(ctx, filter, e.ID, 0); lerr == nil && found {
 		return seq, nil
 	}
 	if isWrongLastSequence(err) {

@@ -68,10 +68,19 @@ func TestEmbeddedServerAdmitsOnlyKeyledger(t *testing.T) {
 	if _, err := s.AppendKeyEvents(ctx, 0, []domain.Event{newKeyEvent(t, project)}); err != nil {
 		t.Fatal(err)
 	}
-	last, _ := s.LastSeq(ctx)
+	checkAuditorOnlyReads(t, s, "nats://"+eventstore.AuditUser+":audit-pw@"+addr, project)
+}
 
+// checkAuditorOnlyReads checks what an audit user may do on the server of store s, whose
+// stream holds a key event of project: read the stream, get messages, follow it with an
+// ordered and a durable consumer; and neither publish onto it nor delete, purge or change it
+// or another stream.
+func checkAuditorOnlyReads(t *testing.T, s *eventstore.Store, auditURL, project string) {
+	t.Helper()
+	ctx := context.Background()
+	last, _ := s.LastSeq(ctx)
 	violations := make(chan error, 64)
-	audit, err := nats.Connect("nats://"+eventstore.AuditUser+":audit-pw@"+addr,
+	audit, err := nats.Connect(auditURL,
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
 	if err != nil {
 		t.Fatalf("audit user: %v", err)

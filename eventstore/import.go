@@ -16,6 +16,9 @@ import (
 // pipelined, so a batch costs about one round trip; it returns once the server has stored
 // every event, or the first failure (events before it may be stored).
 func (s *Store) Import(ctx context.Context, events []domain.Event) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, e := range events {
 		var subject string

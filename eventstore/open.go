@@ -33,6 +33,8 @@ type Store struct {
 	// must carry a valid MAC (see mac.go).
 	authFrom uint64
 
+	guard guard // the stream's configuration as last checked (guard.go)
+
 	replicas      int // the event stream's, when opened
 	leaderChanges atomic.Uint64
 	disconnects   atomic.Uint64

@@ -20,6 +20,9 @@ func (s *Store) AppendRotation(ctx context.Context, expected uint64, events []do
 	if len(events) == 0 {
 		return 0, errors.New("append rotation: no events")
 	}
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
 	created := events[len(events)-1]
 	if created.Type != domain.TypeKeyCreated {
 		return 0, errors.New("append rotation: the last event must create the new key")
@@ -48,12 +51,19 @@ func (s *Store) AppendRotation(ctx context.Context, expected uint64, events []do
 		return seq, nil
 	}
 	conflict := isWrongLastSequence(err) || isDuplicateInBatch(err)
-	if !conflict && !isUncertain(err) {
-		return 0, fmt.Errorf("rotate key %s: %w", rotated.RotatedFrom, err)
+	if !conflict {
+		s.recheck()
 	}
-	// A conflict or an unknown outcome: did the new key's event land (then all did)?
+	// A conflict or any other answer (an error reply may be forged by another subscriber of
+	// the reply subject, see AppendKeyEvents): did the new key's event land (then all did)?
+	// The new key's subjects stay empty after a genuine conflict, so a conflict is looked up
+	// once; any other failure waits for an append that may still be on its way.
 	newFilter := s.subj.key(created.ProjectID, created.KeyID)
-	if seq, found, lerr := s.lastMsgID(ctx, newFilter, created.ID); lerr == nil && found {
+	wait := min(s.cfg.Timeout, resolveWait)
+	if conflict {
+		wait = 0
+	}
+	if seq, found, lerr := s.resolveAppendWithin(ctx, newFilter, created.ID, 0, wait); lerr == nil && found {
 		return seq, nil
 	} else if lerr != nil && !conflict {
 		return 0, fmt.Errorf("rotate key %s: %w: %w", rotated.RotatedFrom, ErrUnavailable, err)

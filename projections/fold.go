@@ -264,10 +264,12 @@ func (m *Memory) applyShard(events []eventstore.RecordedEvent, mine func(*events
 	return refused
 }
 
-// applyOne applies one event past the checkpoint; the caller holds m.mu.
-func (m *Memory) applyOne(r *eventstore.RecordedEvent) {
+// applyOne applies one event past the checkpoint and reports whether it changed the read
+// model (false: a key event evolveKey refuses; a project's creation is a project's first
+// one, and a later one is not counted as refused); the caller holds m.mu.
+func (m *Memory) applyOne(r *eventstore.RecordedEvent) bool {
 	if isKeyEvent(r.Event) {
-		m.applyKey(*r)
+		return m.applyKey(*r)
 	} else if p, ok := projectOf(*r); ok {
 		idx := m.intern(p.ID)
 		if m.projects[idx].snap == nil {
@@ -277,4 +279,5 @@ func (m *Memory) applyOne(r *eventstore.RecordedEvent) {
 			m.projects[idx].seq = r.Seq
 		}
 	}
+	return true
 }

@@ -106,41 +106,47 @@ var _ ReadModel = (*Memory)(nil)
 func (m *Memory) Ping(context.Context) error { return nil }
 
 // Apply implements ReadModel.
-func (m *Memory) Apply(_ context.Context, events []eventstore.RecordedEvent) (uint64, error) {
+func (m *Memory) Apply(ctx context.Context, events []eventstore.RecordedEvent) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	todo, err := unapplied(m.checkpoint, events)
 	if err != nil {
 		return m.checkpoint, err
 	}
+	var refused []uint64
 	for i := range todo {
 		r := &todo[i]
 		if r.Seq <= m.checkpoint {
 			continue
 		}
 		m.checkpoint = r.Seq
-		if r.Err != nil {
+		if r.Err != nil || r.Control {
 			continue
 		}
-		m.applyOne(r)
+		if !m.applyOne(r) {
+			refused = append(refused, r.Seq)
+		}
 	}
+	reportRefused(ctx, refused)
 	return m.checkpoint, nil
 }
 
-func (m *Memory) applyKey(r eventstore.RecordedEvent) {
+// applyKey applies a key event, and reports whether it changed the key (false: refused by
+// evolveKey's rules).
+func (m *Memory) applyKey(r eventstore.RecordedEvent) bool {
 	idx := m.intern(r.Event.ProjectID)
-	m.applyKeyTo(idx, m.lookup(idx, r.Event.KeyID), r)
+	return m.applyKeyTo(idx, m.lookup(idx, r.Event.KeyID), r)
 }
 
-// applyKeyTo applies a key event of project idx to rec, the key's record (nil: none yet).
-func (m *Memory) applyKeyTo(idx uint32, rec *memKey, r eventstore.RecordedEvent) {
+// applyKeyTo applies a key event of project idx to rec, the key's record (nil: none yet),
+// and reports whether it changed the key.
+func (m *Memory) applyKeyTo(idx uint32, rec *memKey, r eventstore.RecordedEvent) bool {
 	if rec != nil {
-		m.update(rec, r)
-		return
+		return m.update(rec, r)
 	}
 	next, ok := evolveKey(nil, r)
 	if !ok {
-		return
+		return false
 	}
 	rec = encode(idx, next)
 	if rec.flags&flagOddID != 0 {
@@ -152,13 +158,14 @@ func (m *Memory) applyKeyTo(idx uint32, rec *memKey, r eventstore.RecordedEvent)
 	list := m.byOwner[ref]
 	i, _ := slices.BinarySearchFunc(list, rec, compareCreation)
 	m.byOwner[ref] = slices.Insert(list, i, rec)
+	return true
 }
 
 // update applies an event to an existing key in place, by evolveKey's rules, without
 // expanding the record: only what an event can change of an existing key (its description,
 // revocation and version) goes in and comes out. The id and project are the event's, which
 // lookup matched exactly. No allocation but a changed description's copy.
-func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
+func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) bool {
 	next := &m.scratch
 	*next = domain.KeySnapshot{ID: r.Event.KeyID, ProjectID: r.Event.ProjectID, Description: rec.description, Version: int(rec.version)}
 	if rec.flags&flagRevoked != 0 {
@@ -171,10 +178,10 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 	}
 	defer func() { *next = domain.KeySnapshot{} }() // keep no event's bytes alive
 	if domain.EvolveSnapshot(next, r.Event) != nil {
-		return
+		return false
 	}
 	if !storable(next.Description) {
-		return
+		return false
 	}
 	// The owner index keeps pointing at rec.
 	if rec.description != next.Description {
@@ -192,6 +199,7 @@ func (m *Memory) update(rec *memKey, r eventstore.RecordedEvent) {
 		rec.flags |= flagExpires
 		rec.expiresAt = next.ExpiresAt.UnixMilli()
 	}
+	return true
 }
 
 // compareCreation orders keys oldest first.

@@ -157,6 +157,7 @@ func (p *Postgres) apply(ctx context.Context, c pgConn, events []eventstore.Reco
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
+	reportRefused(ctx, w.refused)
 	return checkpoint, nil
 }
 
@@ -180,6 +181,8 @@ func fold(checkpoint uint64, todo []eventstore.RecordedEvent, keys map[keyRef]*k
 				}
 				w.key(ref, next)
 				keys[ref] = &next
+			} else {
+				w.refused = append(w.refused, r.Seq)
 			}
 		} else if proj, ok := projectOf(r); ok {
 			w.project(proj, r.Seq)
@@ -214,6 +217,7 @@ type pgWrites struct {
 	order    []keyRef
 	projects []domain.ProjectSnapshot
 	projSeqs []int64
+	refused  []uint64 // key events not applied (evolveKey), for reportRefused
 }
 
 func (w *pgWrites) key(ref keyRef, s keyState) {

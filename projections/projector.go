@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
 )
 
@@ -92,6 +94,7 @@ type Projector struct {
 
 	applied, batches, poison, failures atomic.Uint64
 	deadLettered, deadLetterFailures   atomic.Uint64
+	refused                            atomic.Uint64
 	lastBatch, lag                     atomic.Uint64
 	resets                             atomic.Uint64
 
@@ -116,6 +119,9 @@ type ProjectorStats struct {
 	LastBatchSize uint64
 	// Poison counts messages that were not valid events: set aside, not applied.
 	Poison uint64
+	// Refused counts valid events the read model did not apply (out of their key's version
+	// order), set aside like poison.
+	Refused uint64
 	// DeadLettered counts poison messages this projector copied to the dead-letter stream
 	// (one already there, set aside before a restart or by another instance, is not counted).
 	DeadLettered uint64
@@ -195,6 +201,7 @@ func (p *Projector) Stats() ProjectorStats {
 		Batches:            p.batches.Load(),
 		LastBatchSize:      p.lastBatch.Load(),
 		Poison:             p.poison.Load(),
+		Refused:            p.refused.Load(),
 		DeadLettered:       p.deadLettered.Load(),
 		DeadLetterFailures: p.deadLetterFailures.Load(),
 		Failures:           p.failures.Load(),
@@ -411,12 +418,18 @@ func (p *Projector) apply(ctx context.Context, batch []eventstore.RecordedEvent)
 			p.setAside(ctx, r)
 		}
 	}
-	actx, cancel := context.WithTimeout(ctx, p.cfg.ApplyTimeout)
+	// Valid events the read model does not apply (out of their key's version order: a
+	// genuine event published again later, a version gap) are reported by it during Apply,
+	// and set aside once it has committed: a crash in between leaves them in the stream,
+	// listed by keysctl verify and replay, without a dead letter.
+	var refused []uint64
+	actx, cancel := context.WithTimeout(withRefusedReport(ctx, func(seq uint64) { refused = append(refused, seq) }), p.cfg.ApplyTimeout)
 	cp, err := p.rm.Apply(actx, batch)
 	cancel()
 	if err != nil {
 		return cp, err
 	}
+	p.setAsideRefused(ctx, batch, refused, before, cp)
 	var applied uint64
 	for _, r := range batch {
 		if r.Seq <= before || r.Seq > cp {
@@ -435,6 +448,23 @@ func (p *Projector) apply(ctx context.Context, batch []eventstore.RecordedEvent)
 	return cp, nil
 }
 
+// setAsideRefused sets aside the valid events of a batch, beyond before and up to cp, that
+// the read model reported it did not apply, and counts them.
+func (p *Projector) setAsideRefused(ctx context.Context, batch []eventstore.RecordedEvent, refused []uint64, before, cp uint64) {
+	if len(refused) == 0 {
+		return
+	}
+	for _, r := range batch {
+		if r.Seq <= before || r.Seq > cp || r.Err != nil || !slices.Contains(refused, r.Seq) {
+			continue
+		}
+		p.refused.Add(1)
+		r.Err = fmt.Errorf("%w: %s version %d of key %s does not follow the key's state (out of its version order: a genuine event published again, or a version gap); not applied",
+			domain.ErrInvalidEvent, r.Event.Type, r.Event.Version, r.Event.KeyID)
+		p.setAside(ctx, r)
+	}
+}
+
 // setAside copies a poison message to the dead-letter stream. A failure is logged and
 // counted, never retried in a loop: the message stays in the event stream regardless, and
 // the projector must not stop for it.
@@ -451,7 +481,7 @@ func (p *Projector) setAside(ctx context.Context, r eventstore.RecordedEvent) {
 			"seq", r.Seq, "subject", r.Subject, "dlq_stream", p.store.DeadLetterStream())
 	default:
 		p.deadLettered.Add(1)
-		p.log.Warn("projector: set aside a message that is not a valid event on the dead-letter stream",
+		p.log.Warn("projector: set aside a message it does not apply on the dead-letter stream",
 			"seq", r.Seq, "subject", r.Subject, "reason", d.Reason, "dlq_stream", p.store.DeadLetterStream())
 	}
 }

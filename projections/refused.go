@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"context"
 	"fmt"
+	"strings"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
@@ -30,6 +32,69 @@ func outOfOrder(r *eventstore.RecordedEvent, v int) (Refusal, bool) {
 	if (v == 0) == created && r.Event.Version == v+1 {
 		return Refusal{}, false
 	}
-	return Refusal{Seq: r.Seq, Subject: r.Subject,
-		Reason: fmt.Sprintf("%s version %d out of the key's version order (the key is at version %d)", r.Event.Type, r.Event.Version, v)}, true
+	return Refusal{Seq: r.Seq, Subject: r.Subject, Reason: OutOfOrderReason(r.Event, v)}, true
+}
+
+// VersionOrder follows the version of every key through a read of the stream, for readers
+// without a read model (keysctl events tail): an authenticated key event that does not follow
+// its key's version (a genuine event published again later, a version gap, a second
+// creation) is refused, as every read model refuses it (domain.EvolveKey).
+type VersionOrder struct {
+	versions map[keyRef]int
+	// midStream: the read did not start at the stream's beginning, so a key first seen with
+	// an event other than its creation is taken at that event's version.
+	midStream bool
+}
+
+// NewVersionOrder returns an empty VersionOrder; midStream for a read that starts after the
+// stream's first message.
+func NewVersionOrder(midStream bool) *VersionOrder {
+	return &VersionOrder{versions: make(map[keyRef]int), midStream: midStream}
+}
+
+// Refuse checks the next message of the read and returns why it breaks its key's version
+// order, or "" when it does not (or is no key event: invalid messages are eventstore's).
+func (o *VersionOrder) Refuse(r eventstore.RecordedEvent) string {
+	if o == nil || r.Err != nil || r.Control || !isKeyEvent(r.Event) {
+		return ""
+	}
+	k := keyRef{r.Event.ProjectID, r.Event.KeyID}
+	v, seen := o.versions[k]
+	created := r.Event.Type == domain.TypeKeyCreated
+	switch {
+	case !seen && o.midStream && !created:
+		// The key's earlier events are before the read: take it where it is.
+	case (v == 0) != created || r.Event.Version != v+1:
+		return OutOfOrderReason(r.Event, v)
+	}
+	if !seen { // a new key: its ids may share a message's bytes, which must not be kept
+		k = keyRef{strings.Clone(k.project), strings.Clone(k.key)}
+	}
+	o.versions[k] = r.Event.Version
+	return ""
+}
+
+// OutOfOrderReason says why a key event at the key's version v is not applied.
+func OutOfOrderReason(e domain.Event, v int) string {
+	return fmt.Sprintf("%s version %d out of the key's version order (the key is at version %d): a genuine event published again, or a version gap; not applied", e.Type, e.Version, v)
+}
+
+// Read models report, through the context of Apply, the messages beyond their checkpoint
+// that are valid events and that they did not apply (a key event out of its key's version
+// order, a second creation, text no read model stores), so that the projector sets them
+// aside like invalid messages.
+type refusedReportKey struct{}
+
+// withRefusedReport returns ctx carrying report, called with each such message's sequence.
+func withRefusedReport(ctx context.Context, report func(seq uint64)) context.Context {
+	return context.WithValue(ctx, refusedReportKey{}, report)
+}
+
+// reportRefused tells the report in ctx, if any, of the messages at seqs.
+func reportRefused(ctx context.Context, seqs []uint64) {
+	if report, ok := ctx.Value(refusedReportKey{}).(func(uint64)); ok {
+		for _, seq := range seqs {
+			report(seq)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/projections"
 )
 
 // tailConsumer is the name events tail sets messages aside under on the dead-letter stream.
@@ -90,7 +91,10 @@ type tail struct {
 func (t *tail) run(filter string, from uint64, since time.Time, follow bool) error {
 	ctx, cancel := context.WithCancel(t.inv.ctx)
 	defer cancel()
-	sub := &storeSubscriber{store: t.store, from: from, maxRedeliveries: 3, onGiveUp: t.gaveUp, since: since, onReset: t.reset}
+	// Each key's version is followed from where the tail starts: exactly from the stream's
+	// beginning, from the first event seen of each key otherwise.
+	sub := &storeSubscriber{store: t.store, from: from, maxRedeliveries: 3, onGiveUp: t.gaveUp, since: since, onReset: t.reset,
+		order: projections.NewVersionOrder(from > 1 || !since.IsZero())}
 	if !since.IsZero() {
 		sub.opts = append(sub.opts, eventstore.FromTime(since))
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/eventstore"
+	"github.com/keyledger/keyledger/projections"
 )
 
 // Watermill adapters over the event store. The store, not Watermill, knows JetStream: the
@@ -59,6 +60,9 @@ type storeSubscriber struct {
 	// onReset is told each time a follow is dropped and read again after the last sequence
 	// delivered, and why (a lost consumer, a stall).
 	onReset func(reason error, after uint64)
+	// order, when set, refuses key events out of their key's version order like messages
+	// that are not events (set aside, reported on stderr, not printed).
+	order *projections.VersionOrder
 
 	mu     sync.Mutex
 	err    error // why a subscription ended early
@@ -112,6 +116,10 @@ func (s *storeSubscriber) read(ctx context.Context, topic string, out chan<- *me
 			return s.deliver(ctx, msg, batch[end-1].Seq, batch[end-1].Subject, out)
 		}
 		for i, r := range batch {
+			if reason := s.order.Refuse(r); reason != "" {
+				// A genuine event out of its key's version order: refused like garbage.
+				r.Err = fmt.Errorf("%w: %s", domain.ErrInvalidEvent, reason)
+			}
 			if r.Err == nil {
 				n := len(lines)
 				var err error

@@ -37,6 +37,8 @@ type config struct {
 	StartupTimeout   time.Duration
 	RateLimit        float64
 	RateBurst        int
+	AuthFailureRate  float64
+	AuthFailureBurst int
 	LogLevel         string
 	PprofAddr        string
 	KeyCache         string
@@ -59,6 +61,8 @@ func defaultConfig() config {
 		ShutdownTimeout:  20 * time.Second,
 		StartupTimeout:   60 * time.Second,
 		RateLimit:        1000,
+		AuthFailureRate:  20,
+		AuthFailureBurst: 200,
 		LogLevel:         "info",
 		KeyCache:         "auto",
 		KeyCacheSize:     projections.DefaultKeyIndexSize,
@@ -95,7 +99,9 @@ func (c *config) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.ReadBarrier, "read-barrier", c.ReadBarrier, "reads wait for the projector to reach the stream's end as of their arrival (one request to NATS shared by the reads arriving together), so that a change acknowledged by any keysd is seen: `auto` (with --nats-url, where other keysd may write, unless reads go to a shared PostgreSQL with --key-cache off), on, off")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "API `requests per second` allowed to each project; more get 429 RATE_LIMITED; 0: no limit")
 	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "`requests` a project may send at once above --rate-limit; 0: twice --rate-limit")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight requests (a `duration` such as 20s)")
+	fs.Float64Var(&c.AuthFailureRate, "auth-failure-rate", c.AuthFailureRate, "failed authentications (unknown project, wrong secret server key, refused admin token) per `second` allowed to each client address; past its burst every API request from it gets 429 RATE_LIMITED; 0: no limit")
+	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", c.AuthFailureBurst, "failed authentications (`count`) an address may have at once above --auth-failure-rate; 0: ten times --auth-failure-rate")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM may take: the drain of in-flight requests and the stops after it (a `duration` such as 20s)")
 	fs.DurationVar(&c.StartupTimeout, "startup-timeout", c.StartupTimeout, "how long keysd waits at start for NATS, JetStream and PostgreSQL to answer, retrying with backoff, before it exits (a `duration`)")
 	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "the key index: keys checked, read and written kept in memory and updated by the projector from the stream: `auto` or on (any topology), off (every read goes to the read model)")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key index holds (about 300 bytes each)")
@@ -244,6 +250,12 @@ func (c config) Validate() error {
 	}
 	if c.RateBurst < 0 {
 		bad("rate-burst", c.RateBurst, "must not be negative")
+	}
+	if c.AuthFailureRate < 0 {
+		bad("auth-failure-rate", c.AuthFailureRate, "must not be negative")
+	}
+	if c.AuthFailureBurst < 0 {
+		bad("auth-failure-burst", c.AuthFailureBurst, "must not be negative")
 	}
 	if c.StartupTimeout <= 0 {
 		bad("startup-timeout", c.StartupTimeout, "must be positive")

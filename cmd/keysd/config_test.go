@@ -136,6 +136,8 @@ func TestEveryFlagHasItsVariable(t *testing.T) {
 		"startup-timeout":    {"2m0s", nil},
 		"rate-limit":         {"12.5", nil},
 		"rate-burst":         {"7", nil},
+		"auth-failure-rate":  {"3.5", nil},
+		"auth-failure-burst": {"9", nil},
 		"key-cache":          {"off", nil},
 		"key-cache-size":     {"42", nil},
 		"last-use-interval":  {"10s", nil},

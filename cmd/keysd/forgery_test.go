@@ -3,6 +3,7 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyledger/keyledger/eventstore"
 	"github.com/keyledger/keyledger/internal/testenv"
 )
 
@@ -188,5 +190,48 @@ func TestForgedEventsAreNeverApplied(t *testing.T) {
 		if !strings.Contains(errOut, reason) {
 			t.Errorf("verify's stderr does not say %q:\n%s", reason, errOut)
 		}
+	}
+
+	// The genuine rename published again (its exact bytes and MAC, at before+5) is set aside by
+	// the projector with its reason and counted, and events tail and replay list it on stderr
+	// instead of printing or applying it.
+	replayed := before + 5
+	deadline = time.Now().Add(10 * time.Second)
+	for metric(t, k, "keyledger_projector_refused_total") < 1 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := metric(t, k, "keyledger_projector_refused_total"); got != 1 {
+		t.Errorf("keyledger_projector_refused_total = %v, want 1 (the replayed rename)", got)
+	}
+	if !strings.Contains(k.stderr.String(), "version order") {
+		t.Errorf("keysd logged nothing of the replayed rename:\n%s", k.stderr)
+	}
+	reader, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	letters, err := reader.DeadLetters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range letters {
+		if d.Seq == replayed && d.Consumer == "projector" && strings.Contains(d.Reason, "version order") && bytes.Equal(d.Raw, rename2.Data) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no dead letter of the projector for the replayed rename at %d: %+v", replayed, letters)
+	}
+	tailOut, tailErr, code := k.keysctl("events", "tail")
+	if code != 0 || !strings.Contains(tailErr, fmt.Sprintf("stream sequence %d", replayed)) || !strings.Contains(tailErr, "version order") {
+		t.Errorf("events tail: exit %d, stderr %q", code, tailErr)
+	}
+	if n := strings.Count(tailOut, `"id":"`+rename2.Header.Get("Nats-Msg-Id")+`"`); n != 1 {
+		t.Errorf("events tail printed the replayed rename's event %d times, want once:\n%s", n, tailOut)
+	}
+	_, replayErr, code := k.keysctl("replay", "--database-url", db)
+	if code != 0 || !strings.Contains(replayErr, fmt.Sprintf("%d", replayed)) || !strings.Contains(replayErr, "version order") {
+		t.Errorf("replay: exit %d, stderr %q", code, replayErr)
 	}
 }

@@ -46,10 +46,22 @@ func main() {
 	cfg.UnknownVariables = unknownVariables(os.Environ())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go boundShutdown(ctx, cfg.ShutdownTimeout)
 	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "keysd: %v\n", oneLine(err))
 		os.Exit(1)
 	}
+}
+
+// boundShutdown ends the process if the shutdown that follows SIGTERM (the drain, then the
+// projector, the stream's guard, the last-use flush, NATS) has not finished within timeout,
+// whatever the stream's state: a read stuck in nats.go (an ordered consumer being recreated
+// for a stream that was deleted, say) must never keep keysd alive.
+func boundShutdown(ctx context.Context, timeout time.Duration) {
+	<-ctx.Done()
+	time.Sleep(timeout)
+	fmt.Fprintf(os.Stderr, "keysd: shutdown did not finish within --shutdown-timeout %s; exiting\n", timeout)
+	os.Exit(1)
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
@@ -130,6 +142,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			LastUse: lastUse, Idempotency: idempotency,
 			Logger: log, Clock: time.Now, ReadBarrier: cfg.readBarrier(), Registry: registry,
 			RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+			AuthFailureRate: cfg.AuthFailureRate, AuthFailureBurst: cfg.AuthFailureBurst,
 		},
 		KeyIndexSize: cfg.keyIndexSize(),
 	})
@@ -145,7 +158,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	printBanner(stdout, cfg, store, ln.Addr().String(), embedded != nil, rmDesc)
 	srv := api.NewServer(cfg.HTTPAddr, svc.Handler)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(api.Listener(ln)) }()
 	log.Info("keysd started", "http", ln.Addr().String(), "read_model", rmDesc, "read_barrier", cfg.readBarrier(), "key_index_size", max(cfg.keyIndexSize(), 0))
 
 	select {
@@ -153,8 +166,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	case err := <-serveErr:
 		return fmt.Errorf("HTTP server: %w", err)
 	}
-	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
-	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	// The drain takes the shutdown's time but a reserve for the stops after it (boundShutdown
+	// ends the process at --shutdown-timeout).
+	drain := cfg.ShutdownTimeout - min(2*time.Second, cfg.ShutdownTimeout/4)
+	log.Info("shutting down: draining in-flight requests", "timeout", drain)
+	shutCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("drain incomplete", "err", err)

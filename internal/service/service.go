@@ -8,6 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/keyledger/keyledger/api"
 	"github.com/keyledger/keyledger/commands"
@@ -35,6 +38,9 @@ type Config struct {
 	// ReadModel for the projector, the commands and the API). 0: DefaultKeyIndexSize;
 	// negative: none, every read goes to the read model.
 	KeyIndexSize int
+	// GuardInterval is how often the stream's configuration is checked
+	// (eventstore.Store.GuardStream); 0: eventstore.DefaultGuardInterval.
+	GuardInterval time.Duration
 }
 
 // Service is a running keysd without its listeners: serve Handler over HTTP.
@@ -67,20 +73,29 @@ func Start(cfg Config) (*Service, error) {
 	}
 	deps := cfg.API
 	deps.Commands, deps.ReadModel, deps.Projector, deps.Store, deps.Hasher = cmds, index, projector, cfg.Store, cfg.Hasher
+	// Writes stop while the stream's configuration does not keep events; /readyz says so.
+	deps.ReadinessChecks = append(slices.Clone(deps.ReadinessChecks), api.ReadinessCheck{Name: "event_stream_config", Check: cfg.Store.StreamSafe})
 	handler, err := api.NewHandler(deps)
 	if err != nil {
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Service{Commands: cmds, Projector: projector, Index: index, Handler: handler, stop: stop, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = projector.Run(ctx) })
+	wg.Go(func() {
+		if err := cfg.Store.GuardStream(ctx, cfg.GuardInterval); err != nil && cfg.API.Logger != nil {
+			cfg.API.Logger.Error("service: the event stream's configuration is not guarded", "error", err)
+		}
+	})
 	go func() {
 		defer close(s.done)
-		_ = projector.Run(ctx)
+		wg.Wait()
 	}()
 	return s, nil
 }
 
-// Stop stops the projector and waits for it.
+// Stop stops the projector and the stream's guard and waits for them.
 func (s *Service) Stop() {
 	s.stop()
 	<-s.done

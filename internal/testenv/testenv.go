@@ -38,19 +38,28 @@ type NATSServer struct {
 	Server  *server.Server // nil when it runs as a separate process
 	cmd     *exec.Cmd
 	restart func() error
+	// syncAlways: the in-process server syncs every write (NATSSyncAlways)
+	syncAlways bool
 }
 
 // NATS starts an in-process JetStream server on a free loopback port with its own storage,
 // stopped when the test ends.
-func NATS(t testing.TB) *NATSServer {
+func NATS(t testing.TB) *NATSServer { return natsWith(t, false) }
+
+// NATSSyncAlways is NATS with every write synced to disk before it is acknowledged
+// (sync_interval: always): an append's acknowledgement then waits for an fsync, for tests
+// that need the server's answer to come late.
+func NATSSyncAlways(t testing.TB) *NATSServer { return natsWith(t, true) }
+
+func natsWith(t testing.TB, syncAlways bool) *NATSServer {
 	t.Helper()
 	dir := t.TempDir()
 	port := FreePort(t)
-	ns, err := startInProcess(dir, port)
+	ns, err := startInProcess(dir, port, syncAlways)
 	if err != nil {
 		t.Fatalf("start NATS: %v", err)
 	}
-	s := &NATSServer{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), Dir: dir, Server: ns}
+	s := &NATSServer{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), Dir: dir, Server: ns, syncAlways: syncAlways}
 	t.Cleanup(func() {
 		if s.Server != nil {
 			s.Server.Shutdown()
@@ -60,10 +69,10 @@ func NATS(t testing.TB) *NATSServer {
 	return s
 }
 
-func startInProcess(dir string, port int) (*server.Server, error) {
+func startInProcess(dir string, port int, syncAlways bool) (*server.Server, error) {
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "keyledger-test", Host: "127.0.0.1", Port: port,
-		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true, SyncAlways: syncAlways,
 	})
 	if err != nil {
 		return nil, err
@@ -108,7 +117,7 @@ func (s *NATSServer) Start(t testing.TB) {
 		}
 		return
 	}
-	ns, err := startInProcess(s.Dir, port)
+	ns, err := startInProcess(s.Dir, port, s.syncAlways)
 	if err != nil {
 		t.Fatalf("restart NATS: %v", err)
 	}
