@@ -243,7 +243,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"seed", "--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"seed", "--events", "1"}, 2, "events >= projects+keys"},
 		{[]string{"run", "--scenario", "nope"}, 2, `--scenario "nope"`},
-		{[]string{"seed", "--nats-url", "nats://ops:hunter2@127.0.0.1:1", "--events", "20"}, 1, "nats://ops:xxxxx@127.0.0.1:1"},
+		{[]string{"seed", "--nats-url", "nats://ops:hunter2@127.0.0.1:1", "--events", "20", "--secret-file", filepath.Join(t.TempDir(), "secret")}, 1, "nats://ops:xxxxx@127.0.0.1:1"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := dispatch(t.Context(), tc.args, &stdout, &stderr)
@@ -262,7 +262,7 @@ func TestReadStreamReadsWhatSeedAppended(t *testing.T) {
 	t.Parallel()
 	ns := testenv.NATS(t)
 	var stdout, stderr bytes.Buffer
-	if code := dispatch(t.Context(), []string{"seed", "--nats-url", ns.URL, "--events", "300", "--keys", "100", "--projects", "2"}, &stdout, &stderr); code != 0 {
+	if code := dispatch(t.Context(), []string{"seed", "--nats-url", ns.URL, "--events", "300", "--keys", "100", "--projects", "2", "--secret-file", filepath.Join(t.TempDir(), "secret")}, &stdout, &stderr); code != 0 {
 		t.Fatalf("seed: exit %d, stderr %q", code, stderr.String())
 	}
 	stdout.Reset()
