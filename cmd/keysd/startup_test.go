@@ -30,7 +30,10 @@ func TestStartupWaitsForNATSAndPostgres(t *testing.T) {
 	go func() {
 		time.Sleep(2 * time.Second)
 		ns.Start(t)
-		time.Sleep(2 * time.Second)
+		// PostgreSQL comes back well after keysd's next NATS attempt (its backoff is at most
+		// a few seconds this early), so that keysd is seen waiting for it too: with 2 s, a
+		// retry that came late found both up and logged no wait for PostgreSQL.
+		time.Sleep(6 * time.Second)
 		proxy.restore()
 	}()
 	k := startKeysd(t, keysdOptions{natsURL: ns.URL, databaseURL: u.String()}) // returns once ready
