@@ -235,11 +235,14 @@ type NATSCluster struct {
 func ExternalNATSCluster(t testing.TB, n int) *NATSCluster {
 	t.Helper()
 	bin := Binary(t, "github.com/nats-io/nats-server/v2")
-	c := &NATSCluster{Name: "keyledger-test"}
 	clientPorts, routePorts := make([]int, n), make([]int, n)
 	for i := range n {
 		clientPorts[i], routePorts[i] = FreePort(t), FreePort(t)
 	}
+	// A name of its own: two clusters of concurrent tests share the node names n1, n2, ...,
+	// and a route port reused by the other cluster (FreePort's ports are free only a moment)
+	// would otherwise join them into one, whose JetStream never elects a meta leader.
+	c := &NATSCluster{Name: fmt.Sprintf("keyledger-test-%d", clientPorts[0])}
 	routes := make([]string, n)
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
