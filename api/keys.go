@@ -26,17 +26,7 @@ func (s *server) createKey(kind keyKind) apiHandler {
 			writeError(w, r, err)
 			return
 		}
-		// The key exists now, and its secret is in this response only: a projector that is slow
-		// to show it must not cost the client the secret, so a failed wait is logged, not
-		// returned.
-		if err := s.waitFor(r.Context(), created.Seq); err != nil {
-			s.log.WarnContext(r.Context(), "created key not yet in the read model",
-				"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
-		}
-		obj := s.keyObject(created.Key)
-		obj.Value = created.Secret
-		setETag(w, created.Key.Version)
-		writeJSON(w, http.StatusOK, obj)
+		s.writeNewSecret(w, r, created, "")
 	}
 }
 
@@ -140,16 +130,7 @@ func (s *server) rotateKey(kind keyKind) apiHandler {
 			writeError(w, r, err)
 			return
 		}
-		// As for create: the new secret is in this response only, so a slow projector is logged.
-		if err := s.waitFor(r.Context(), created.Seq); err != nil {
-			s.log.WarnContext(r.Context(), "rotated key not yet in the read model",
-				"request_id", requestID(r.Context()), "key_id", created.Key.ID, "seq", created.Seq, "err", err)
-		}
-		obj := s.keyObject(created.Key)
-		obj.Value = created.Secret
-		obj.RotatedFrom = id
-		setETag(w, created.Key.Version)
-		writeJSON(w, http.StatusOK, obj)
+		s.writeNewSecret(w, r, created, id)
 	}
 }
 
@@ -265,4 +246,20 @@ func (s *server) waitFor(ctx context.Context, seq uint64) error {
 		return fmt.Errorf("wait for sequence %d: %w (%w)", seq, errProjectorBehind, err)
 	}
 	return nil
+}
+
+// writeNewSecret answers a create or a rotation (rotatedFrom: the old key's id) with the new
+// key and its secret. The key exists now and its secret is in this response only: a projector
+// that is slow to show it must not cost the client the secret, so a failed wait for it is
+// logged, not returned.
+func (s *server) writeNewSecret(w http.ResponseWriter, r *http.Request, created commands.CreatedKey, rotatedFrom string) {
+	if err := s.waitFor(r.Context(), created.Seq); err != nil {
+		s.log.WarnContext(r.Context(), "new key not yet in the read model", "request_id", requestID(r.Context()),
+			"key_id", created.Key.ID, "rotated_from", rotatedFrom, "seq", created.Seq, "err", err)
+	}
+	obj := s.keyObject(created.Key)
+	obj.Value = created.Secret
+	obj.RotatedFrom = rotatedFrom
+	setETag(w, created.Key.Version)
+	writeJSON(w, http.StatusOK, obj)
 }
