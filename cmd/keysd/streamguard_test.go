@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/internal/testenv"
 )
 
 // TestStreamConfigurationGuard changes the event stream's configuration under a running keysd
@@ -17,6 +19,7 @@ import (
 // logs one error line per change; once the configuration is put back, writes resume. Then the
 // stream is sealed and deleted, and SIGTERM still ends keysd within --shutdown-timeout.
 func TestStreamConfigurationGuard(t *testing.T) {
+	testenv.Heavy(t, "a keysd process through five stream changes and a shutdown after a deletion")
 	t.Parallel()
 	const shutdownTimeout = 5 * time.Second
 	k := startKeysd(t, keysdOptions{extraArgs: []string{"--shutdown-timeout", shutdownTimeout.String()}})
