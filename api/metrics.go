@@ -144,19 +144,16 @@ func lastUseCollectors(l *projections.LastUse) []prometheus.Collector {
 	if l == nil {
 		return nil
 	}
-	counter := func(name, help string, v func(projections.LastUseStats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(l.Stats())) })
-	}
 	return []prometheus.Collector{
-		counter("keyledger_last_use_touches_total", "Successful checks recorded in memory as a key's last use.",
+		statsCounter(l.Stats, "keyledger_last_use_touches_total", "Successful checks recorded in memory as a key's last use.",
 			func(s projections.LastUseStats) uint64 { return s.Touches }),
-		counter("keyledger_last_use_flushes_total", "Flushes of the recorded last uses that had something to write.",
+		statsCounter(l.Stats, "keyledger_last_use_flushes_total", "Flushes of the recorded last uses that had something to write.",
 			func(s projections.LastUseStats) uint64 { return s.Flushes }),
-		counter("keyledger_last_use_records_written_total", "Last-use records written to the KEYLEDGER_LAST_USED bucket (at most one per key per flush).",
+		statsCounter(l.Stats, "keyledger_last_use_records_written_total", "Last-use records written to the KEYLEDGER_LAST_USED bucket (at most one per key per flush).",
 			func(s projections.LastUseStats) uint64 { return s.Written }),
-		counter("keyledger_last_use_flush_errors_total", "Last-use records whose write to the bucket failed; each is retried at the next flush.",
+		statsCounter(l.Stats, "keyledger_last_use_flush_errors_total", "Last-use records whose write to the bucket failed; each is retried at the next flush.",
 			func(s projections.LastUseStats) uint64 { return s.WriteErrors }),
-		counter("keyledger_last_use_records_read_total", "Last-use records read from the bucket's watch (this and other instances').",
+		statsCounter(l.Stats, "keyledger_last_use_records_read_total", "Last-use records read from the bucket's watch (this and other instances').",
 			func(s projections.LastUseStats) uint64 { return s.Learned }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyledger_last_use_keys",
@@ -221,26 +218,18 @@ func keyIndexCollectors(rm projections.ReadModel) []prometheus.Collector {
 	if !ok {
 		return nil
 	}
-	counter := func(name, help string, f func(projections.KeyIndexStats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(f(ix.Stats())) })
-	}
-	gauge := func(name, help string, f func(projections.KeyIndexStats) int) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
-			func() float64 { return float64(f(ix.Stats())) })
-	}
 	return []prometheus.Collector{
-		counter("keyledger_key_index_hits_total", "Key lookups (check, get, a command's load) answered from the key index in memory.",
+		statsCounter(ix.Stats, "keyledger_key_index_hits_total", "Key lookups (check, get, a command's load) answered from the key index in memory.",
 			func(s projections.KeyIndexStats) uint64 { return s.Hits }),
-		counter("keyledger_key_index_misses_total", "Key lookups the key index did not hold, read from the read model.",
+		statsCounter(ix.Stats, "keyledger_key_index_misses_total", "Key lookups the key index did not hold, read from the read model.",
 			func(s projections.KeyIndexStats) uint64 { return s.Misses }),
-		counter("keyledger_key_index_evictions_total", "Keys dropped from the key index to make room for others.",
+		statsCounter(ix.Stats, "keyledger_key_index_evictions_total", "Keys dropped from the key index to make room for others.",
 			func(s projections.KeyIndexStats) uint64 { return s.Evictions }),
-		counter("keyledger_key_index_fills_refused_total", "Key states read from the read model (or written by a command) not kept because an event on the key, or on a key of the same slot, was applied meanwhile.",
+		statsCounter(ix.Stats, "keyledger_key_index_fills_refused_total", "Key states read from the read model (or written by a command) not kept because an event on the key, or on a key of the same slot, was applied meanwhile.",
 			func(s projections.KeyIndexStats) uint64 { return s.FillsRefused }),
-		gauge("keyledger_key_index_keys", "Keys the key index holds.",
+		statsGauge(ix.Stats, "keyledger_key_index_keys", "Keys the key index holds.",
 			func(s projections.KeyIndexStats) int { return s.Keys }),
-		gauge("keyledger_key_index_capacity_keys", "Most keys the key index holds (--key-cache-size).",
+		statsGauge(ix.Stats, "keyledger_key_index_capacity_keys", "Most keys the key index holds (--key-cache-size).",
 			func(s projections.KeyIndexStats) int { return s.Capacity }),
 	}
 }
@@ -250,16 +239,12 @@ func groupCommitCollectors(store *eventstore.Store) []prometheus.Collector {
 	if store == nil || !store.GroupCommitStats().Enabled {
 		return nil
 	}
-	counter := func(name, help string, f func(eventstore.GroupCommitStats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(f(store.GroupCommitStats())) })
-	}
 	return []prometheus.Collector{
-		counter("keyledger_group_commit_batches_total", "Atomic batches that carried the appends of several commands at once.",
+		statsCounter(store.GroupCommitStats, "keyledger_group_commit_batches_total", "Atomic batches that carried the appends of several commands at once.",
 			func(s eventstore.GroupCommitStats) uint64 { return s.Batches }),
-		counter("keyledger_group_commit_commands_total", "Commands appended within those batches.",
+		statsCounter(store.GroupCommitStats, "keyledger_group_commit_commands_total", "Commands appended within those batches.",
 			func(s eventstore.GroupCommitStats) uint64 { return s.Commands }),
-		counter("keyledger_group_commit_retried_total", "Commands sent again alone because the server refused their batch for another command in it.",
+		statsCounter(store.GroupCommitStats, "keyledger_group_commit_retried_total", "Commands sent again alone because the server refused their batch for another command in it.",
 			func(s eventstore.GroupCommitStats) uint64 { return s.Retried }),
 	}
 }
@@ -273,45 +258,47 @@ func projectorCollectors(projector Waiter) []prometheus.Collector {
 	if !ok {
 		return nil
 	}
-	gauge := func(name, help string, f func(projections.ProjectorStats) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
-			func() float64 { return f(p.Stats()) })
-	}
-	counter := func(name, help string, f func(projections.ProjectorStats) float64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return f(p.Stats()) })
-	}
 	return []prometheus.Collector{
-		gauge("keyledger_projector_ready", "1 once the projector has caught up with the stream.",
+		statsGauge(p.Stats, "keyledger_projector_ready", "1 once the projector has caught up with the stream.",
 			func(s projections.ProjectorStats) float64 {
 				if s.Ready {
 					return 1
 				}
 				return 0
 			}),
-		gauge("keyledger_projector_lag_events", "Events in the stream the read model has not applied yet.",
+		statsGauge(p.Stats, "keyledger_projector_lag_events", "Events in the stream the read model has not applied yet.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Lag) }),
-		gauge("keyledger_projector_lag_seconds", "How long ago the oldest event the read model has not applied was stored (0 when caught up).",
+		statsGauge(p.Stats, "keyledger_projector_lag_seconds", "How long ago the oldest event the read model has not applied was stored (0 when caught up).",
 			func(s projections.ProjectorStats) float64 { return s.LagTime.Seconds() }),
-		counter("keyledger_projector_consumer_resets_total", "Times the projector recreated its consumer from the checkpoint after losing it or stalling behind the stream.",
+		statsCounter(p.Stats, "keyledger_projector_consumer_resets_total", "Times the projector recreated its consumer from the checkpoint after losing it or stalling behind the stream.",
 			func(s projections.ProjectorStats) float64 { return float64(s.ConsumerResets) }),
-		counter("keyledger_projector_events_applied_total", "Events applied to the read model.",
+		statsCounter(p.Stats, "keyledger_projector_events_applied_total", "Events applied to the read model.",
 			func(s projections.ProjectorStats) float64 { return float64(s.EventsApplied) }),
-		counter("keyledger_projector_batches_total", "Batches applied to the read model.",
+		statsCounter(p.Stats, "keyledger_projector_batches_total", "Batches applied to the read model.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Batches) }),
-		counter("keyledger_projector_poison_total", "Messages on the stream that are not valid events, set aside.",
+		statsCounter(p.Stats, "keyledger_projector_poison_total", "Messages on the stream that are not valid events, set aside.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Poison) }),
-		counter("keyledger_projector_refused_total", "Authenticated events the read model did not apply because they do not follow their key's version (a genuine event published again, a version gap), set aside.",
+		statsCounter(p.Stats, "keyledger_projector_refused_total", "Authenticated events the read model did not apply because they do not follow their key's version (a genuine event published again, a version gap), set aside.",
 			func(s projections.ProjectorStats) float64 { return float64(s.Refused) }),
-		counter("keyledger_projector_dead_lettered_total", "Poison messages copied to the dead-letter stream.",
+		statsCounter(p.Stats, "keyledger_projector_dead_lettered_total", "Poison messages copied to the dead-letter stream.",
 			func(s projections.ProjectorStats) float64 { return float64(s.DeadLettered) }),
-		counter("keyledger_projector_dead_letter_failures_total", "Poison messages that could not be copied to the dead-letter stream (skipped all the same).",
+		statsCounter(p.Stats, "keyledger_projector_dead_letter_failures_total", "Poison messages that could not be copied to the dead-letter stream (skipped all the same).",
 			func(s projections.ProjectorStats) float64 { return float64(s.DeadLetterFailures) }),
-		counter("keyledger_projector_failures_total", "Failed attempts to read or apply events (retried).",
+		statsCounter(p.Stats, "keyledger_projector_failures_total", "Failed attempts to read or apply events (retried).",
 			func(s projections.ProjectorStats) float64 { return float64(s.Failures) }),
 	}
 }
 
 func metricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// statsCounter and statsGauge are a metric read, at each scrape, from one number of a
+// component's Stats: the one way this package exposes a component's own counters.
+func statsCounter[S any, N uint64 | int | float64](stats func() S, name, help string, f func(S) N) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(stats())) })
+}
+
+func statsGauge[S any, N uint64 | int | float64](stats func() S, name, help string, f func(S) N) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(stats())) })
 }
