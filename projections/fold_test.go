@@ -334,3 +334,29 @@ func TestFoldMemoryPerKey(t *testing.T) {
 		t.Errorf("%.0f bytes per key, more than FoldBytesPerKey (%d)", perKey, FoldBytesPerKey)
 	}
 }
+
+// VersionOrder keeps no bytes of the messages it checked: neither a key's first message
+// nor its last (an update must not replace the map's key with the ids of its message).
+func TestVersionOrderKeepsNoBytesOfTheMessages(t *testing.T) {
+	stream := seededStream(t, 50, 3)
+	o := NewVersionOrder(false)
+	refused := 0
+	for _, r := range stream {
+		if o.Refuse(r) != "" {
+			refused++
+		}
+	}
+	if refused == 0 || len(o.index) == 0 {
+		t.Fatalf("%d refused, %d keys: the stream should have both", refused, len(o.index))
+	}
+	for _, r := range stream {
+		for i := range r.Raw {
+			r.Raw[i] = '#'
+		}
+	}
+	for k := range o.index {
+		if strings.Contains(k.project+k.key, "#") {
+			t.Fatalf("a key's ids share a message's bytes: %q %q", k.project, k.key)
+		}
+	}
+}

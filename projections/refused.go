@@ -40,7 +40,12 @@ func outOfOrder(r *eventstore.RecordedEvent, v int) (Refusal, bool) {
 // its key's version (a genuine event published again later, a version gap, a second
 // creation) is refused, as every read model refuses it (domain.EvolveKey).
 type VersionOrder struct {
-	versions map[keyRef]int
+	// index is where each key's version is in versions. An update writes versions only:
+	// assigning to a map entry that exists replaces its key too (Go does for strings), and
+	// the key of an update shares the bytes of that update's message, so a map of versions
+	// kept every key's last message alive (events tail: 869 MB for 250,000 keys).
+	index    map[keyRef]int
+	versions []int
 	// midStream: the read did not start at the stream's beginning, so a key first seen with
 	// an event other than its creation is taken at that event's version.
 	midStream bool
@@ -49,7 +54,7 @@ type VersionOrder struct {
 // NewVersionOrder returns an empty VersionOrder; midStream for a read that starts after the
 // stream's first message.
 func NewVersionOrder(midStream bool) *VersionOrder {
-	return &VersionOrder{versions: make(map[keyRef]int), midStream: midStream}
+	return &VersionOrder{index: make(map[keyRef]int), midStream: midStream}
 }
 
 // Refuse checks the next message of the read and returns why it breaks its key's version
@@ -59,7 +64,11 @@ func (o *VersionOrder) Refuse(r eventstore.RecordedEvent) string {
 		return ""
 	}
 	k := keyRef{r.Event.ProjectID, r.Event.KeyID}
-	v, seen := o.versions[k]
+	i, seen := o.index[k]
+	v := 0
+	if seen {
+		v = o.versions[i]
+	}
 	created := r.Event.Type == domain.TypeKeyCreated
 	switch {
 	case !seen && o.midStream && !created:
@@ -67,10 +76,13 @@ func (o *VersionOrder) Refuse(r eventstore.RecordedEvent) string {
 	case (v == 0) != created || r.Event.Version != v+1:
 		return OutOfOrderReason(r.Event, v)
 	}
-	if !seen { // a new key: its ids may share a message's bytes, which must not be kept
-		k = keyRef{strings.Clone(k.project), strings.Clone(k.key)}
+	if seen {
+		o.versions[i] = r.Event.Version
+		return ""
 	}
-	o.versions[k] = r.Event.Version
+	// A new key: its ids may share a message's bytes, which must not be kept.
+	o.index[keyRef{strings.Clone(k.project), strings.Clone(k.key)}] = len(o.versions)
+	o.versions = append(o.versions, r.Event.Version)
 	return ""
 }
 
