@@ -15,15 +15,22 @@ import (
 
 // LastUse keeps each key's last successful check: recorded in memory on the check's path
 // (a map write, never a wait on I/O and never an error), written to the event store's
-// last-use bucket by Run at most once per key per FlushInterval, and read back, for every
-// keysd's writes, from a watch of that bucket. A key's last use shown by any instance is thus
-// at most FlushInterval plus a watch delivery behind a check made anywhere.
+// last-use bucket by Run, and read back, for every keysd's writes, from a watch of that
+// bucket. Run flushes every FlushInterval, but a key whose record in the bucket is younger
+// than its rewrite age (RewriteAge: four intervals, at most 45 s less one interval) keeps its
+// newer use pending: a key checked without pause costs one write per rewrite age, not one
+// per interval, and a key's first use is written at the first flush. A key's last use shown
+// by any instance is thus at most RewriteAge plus FlushInterval plus a watch delivery behind
+// a check made anywhere (25 s at the default 5 s, 45 s at most), and always exact on the
+// instance that served the check.
 //
 // It is not part of the read model proper: last use is not an event (see
 // eventstore.LastUseBucket), so a replay neither reads nor rebuilds it.
 type LastUse struct {
 	store    *eventstore.LastUseStore
 	interval time.Duration
+	rewrite  time.Duration // RewriteAge(interval)
+	now      func() time.Time
 	log      *slog.Logger
 	seed     maphash.Seed
 	shards   [lastUseShards]lastUseShard
@@ -109,12 +116,21 @@ func NewLastUse(store *eventstore.LastUseStore, cfg LastUseConfig) *LastUse {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	l := &LastUse{store: store, interval: cfg.FlushInterval, log: cfg.Logger, seed: maphash.MakeSeed(),
-		caughtUp: make(chan struct{})}
+	l := &LastUse{store: store, interval: cfg.FlushInterval, rewrite: RewriteAge(cfg.FlushInterval),
+		now: time.Now, log: cfg.Logger, seed: maphash.MakeSeed(), caughtUp: make(chan struct{})}
 	for i := range l.shards {
 		l.shards[i] = lastUseShard{known: map[useRef]recordedUse{}, pending: map[useRef]time.Time{}}
 	}
 	return l
+}
+
+// RewriteAge is how old a key's record in the bucket must be before a newer use of the key
+// is written over it, for a flush interval: four intervals, so that a key checked without
+// pause costs a quarter of the writes, but never so long that a use would wait more than 45
+// seconds in all (the contract allows 60 behind a check; the rest is for the watch's
+// delivery and the instances' clocks), and never less than one interval.
+func RewriteAge(interval time.Duration) time.Duration {
+	return max(interval, min(4*interval, 45*time.Second-interval))
 }
 
 func (l *LastUse) shard(projectID, keyID string) *lastUseShard {
@@ -165,12 +181,12 @@ func (l *LastUse) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			l.flush(final)
+			l.flush(final, true)
 			cancel()
 			wg.Wait()
 			return
 		case <-t.C:
-			l.flush(ctx)
+			l.flush(ctx, false)
 		}
 	}
 }
@@ -202,26 +218,33 @@ func (l *LastUse) learn(u eventstore.LastUse) {
 	s.mu.Unlock()
 }
 
-// flush writes every pending check to the bucket: one write per key, none for a key whose
-// recorded use is already as late. A failed write stays pending for the next flush.
-func (l *LastUse) flush(ctx context.Context) {
+// flush writes the pending checks to the bucket: one write per key, none for a key whose
+// recorded use is already as late, and, unless all (the last flush, at shutdown), none for a
+// key whose record is younger than the rewrite age: that use stays pending for a later
+// flush. A failed write stays pending for the next flush.
+func (l *LastUse) flush(ctx context.Context, all bool) {
 	type job struct {
 		ref   useRef
 		at    time.Time
 		known recordedUse
 	}
 	var jobs []job
+	now := l.now()
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
 		for ref, at := range s.pending {
-			known := s.known[ref]
-			if !at.After(known.at) {
-				continue
+			known, recorded := s.known[ref]
+			switch {
+			case recorded && !at.After(known.at):
+				delete(s.pending, ref) // the bucket already holds this use or a later one
+			case recorded && !all && now.Sub(known.at) < l.rewrite:
+				// Written recently: stays pending until the record is old enough.
+			default:
+				jobs = append(jobs, job{ref, at, known})
+				delete(s.pending, ref)
 			}
-			jobs = append(jobs, job{ref, at, known})
 		}
-		clear(s.pending)
 		s.mu.Unlock()
 	}
 	if len(jobs) == 0 {

@@ -105,7 +105,7 @@ func (c *config) flagSet() *flag.FlagSet {
 	fs.DurationVar(&c.StartupTimeout, "startup-timeout", c.StartupTimeout, "how long keysd waits at start for NATS, JetStream and PostgreSQL to answer, retrying with backoff, before it exits (a `duration`)")
 	fs.StringVar(&c.KeyCache, "key-cache", c.KeyCache, "the key index: keys checked, read and written kept in memory and updated by the projector from the stream: `auto` or on (any topology), off (every read goes to the read model)")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.KeyCacheSize, "most `keys` the key index holds (about 300 bytes each)")
-	fs.DurationVar(&c.LastUseInterval, "last-use-interval", c.LastUseInterval, "how often each key's last successful check is written to the KEYLEDGER_LAST_USED bucket (a `duration`, at most 30s, so that last_used_at is under 60s behind); 0: no recording and last_used_at stays null (for benchmarks only)")
+	fs.DurationVar(&c.LastUseInterval, "last-use-interval", c.LastUseInterval, "how often the successful checks recorded in memory are flushed to the KEYLEDGER_LAST_USED bucket (a `duration`, at most 30s); a key checked without pause is rewritten once per four intervals (at most 45s), so last_used_at is under 60s behind everywhere; 0: no recording and last_used_at stays null (for benchmarks only)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve Go's profiler (net/http/pprof) on this `address`, for performance work; empty: off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envOf(f.Name) + ")" })
