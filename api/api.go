@@ -197,7 +197,7 @@ func NewHandler(d Deps) (http.Handler, error) {
 			"Too many failed authentications from this address; retry the request later."),
 		scanLimiter: newLimiter(d.CredentialScanningRate, d.CredentialScanningBurst,
 			"Too many credential-scanning reports from this address; retry the request later.")}
-	s.position = &streamPosition{ask: d.Store.LastSeq, timeout: d.WaitTimeout}
+	s.position = &streamPosition{ask: d.Store.Position, timeout: d.WaitTimeout}
 	m, err := newMetrics(d.Registry, d.Projector, d.Store, d.ReadModel, s.position, d.LastUse, &s.replays)
 	if err != nil {
 		return nil, err

@@ -35,7 +35,8 @@ type Store struct {
 
 	guard guard // the stream's configuration as last checked (guard.go)
 
-	replicas      int // the event stream's, when opened
+	replicas      int         // the event stream's, when opened
+	positionOff   atomic.Bool // Position asks STREAM.INFO: its probe does not work here
 	leaderChanges atomic.Uint64
 	disconnects   atomic.Uint64
 }

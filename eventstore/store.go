@@ -187,6 +187,11 @@ type subjects struct{ prefix string }
 func (s subjects) all() string      { return s.prefix + ".>" }
 func (s subjects) keys() string     { return s.prefix + ".key.>" }
 func (s subjects) projects() string { return s.prefix + ".project.>" }
+
+// positionProbe is the subject of Store.Position's probe: among the key events' subjects
+// (which keysd may publish on) but one no event has. The probe is never stored anyway.
+func (s subjects) positionProbe() string { return s.prefix + ".key.position.probe.barrier" }
+
 func (s subjects) keyEvent(e domain.Event) string {
 	return s.prefix + ".key." + e.ProjectID + "." + e.KeyID + "." + string(e.Type)
 }

@@ -1,0 +1,61 @@
+package eventstore
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/keyledger/keyledger/internal/testenv"
+)
+
+func TestPositionIsTheLastSequenceAndStoresNothing(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, testenv.NATS(t).Connect(t), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.Position(ctx); err != nil || p != 0 {
+		t.Fatalf("empty stream: Position %d, %v; want 0", p, err)
+	}
+	project := uuid.NewString()
+	for i, cmd := range groupTestEvents(t, project, 3) {
+		seq, err := s.AppendKeyEvents(ctx, 0, cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the probe is refused, never stored: asking again changes nothing
+			p, err := s.Position(ctx)
+			if err != nil || p != seq {
+				t.Fatalf("after append %d (seq %d): Position %d, %v", i, seq, p, err)
+			}
+		}
+		if last, err := s.LastSeq(ctx); err != nil || last != seq {
+			t.Fatalf("after append %d (seq %d): LastSeq %d, %v", i, seq, last, err)
+		}
+	}
+	if s.positionOff.Load() {
+		t.Fatal("the probe fell back to STREAM.INFO on a server where it works")
+	}
+}
+
+func TestParsePositionReply(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 24005"},"stream":"KEYLEDGER","seq":0}`, 24005, true},
+		{`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 0"},"stream":"KEYLEDGER","seq":0}`, 0, true},
+		{`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 7"},"stream":"OTHER","seq":0}`, 0, false},
+		{`{"error":{"code":400,"err_code":10070,"description":"wrong last sequence: 7"},"stream":"KEYLEDGER"}`, 0, false},
+		{`{"stream":"KEYLEDGER","seq":12}`, 0, false},
+		{`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: -1"},"stream":"KEYLEDGER"}`, 0, false},
+		{`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: "},"stream":"KEYLEDGER"}`, 0, false},
+	} {
+		got, ok := parsePositionReply([]byte(c.in), "KEYLEDGER")
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: %d, %v; want %d, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
