@@ -168,11 +168,12 @@ func (s *server) checkKey(kind keyKind) apiHandler {
 			writeError(w, r, err)
 			return
 		}
+		obj := newKeyObject(key)
 		if s.d.LastUse != nil {
-			s.d.LastUse.Touch(key.ProjectID, key.ID, now.UTC().Truncate(time.Millisecond))
+			obj = obj.withLastUse(s.d.LastUse.Touch(key.ProjectID, key.ID, now.UTC().Truncate(time.Millisecond)), true)
 		}
 		setETag(w, key.Version)
-		writeJSON(w, http.StatusOK, s.keyObject(key))
+		writeJSON(w, http.StatusOK, obj)
 	}
 }
 

@@ -137,16 +137,24 @@ func (l *LastUse) shard(projectID, keyID string) *lastUseShard {
 	return &l.shards[maphash.String(l.seed, keyID)%lastUseShards]
 }
 
-// Touch records a successful check of a key at a time. It only writes to memory.
-func (l *LastUse) Touch(projectID, keyID string, at time.Time) {
+// Touch records a successful check of a key at a time, and returns the key's last use as At
+// would now tell it (at, or a later one recorded elsewhere), so that a check's own response
+// costs no second lookup. It only writes to memory.
+func (l *LastUse) Touch(projectID, keyID string, at time.Time) time.Time {
 	l.stats.touches.Add(1)
 	s := l.shard(projectID, keyID)
 	ref := useRef{projectID, keyID}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if cur, ok := s.pending[ref]; !ok || at.After(cur) {
 		s.pending[ref] = at
+	} else {
+		at = cur
 	}
-	s.mu.Unlock()
+	if known, ok := s.known[ref]; ok && known.at.After(at) {
+		return known.at
+	}
+	return at
 }
 
 // At returns a key's last successful check as this instance knows it, or ok false if it

@@ -79,6 +79,11 @@ func TestLastUseRewritesAKeyOncePerRewriteAge(t *testing.T) {
 	written("at the rewrite age", 2)
 	seen("at the rewrite age", last)
 
+	// Touch tells the key's last use, as At does: an older check does not move it back.
+	if got := writer.Touch("p", "k", first); !got.Equal(last) {
+		t.Fatalf("Touch of an older check returned %v, want the latest %v", got, last)
+	}
+
 	// A use not yet old enough is still written by the last flush.
 	clock = clock.Add(interval)
 	writer.Touch("p", "k", clock)
