@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"sync"
 	"time"
 
@@ -169,9 +170,27 @@ func credential(r *http.Request, h credentialHeader) (string, bool, error) {
 	}
 }
 
+// canonicalHeaders are the credential headers' names as net/http stores them, worked out once
+// rather than on every lookup (CanonicalMIMEHeaderKey makes a new string for a lowercase
+// name: sixteen of them per request).
+var canonicalHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, h := range credentialHeaders {
+		m[h.stack], m[h.hexclave] = textproto.CanonicalMIMEHeaderKey(h.stack), textproto.CanonicalMIMEHeaderKey(h.hexclave)
+	}
+	return m
+}()
+
+func canonicalHeader(name string) string {
+	if c, ok := canonicalHeaders[name]; ok {
+		return c
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}
+
 // headerValue returns a header's first value and whether the header was sent at all.
 func headerValue(r *http.Request, name string) (string, bool) {
-	v := r.Header.Values(name)
+	v := r.Header[canonicalHeader(name)]
 	if len(v) == 0 {
 		return "", false
 	}

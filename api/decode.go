@@ -32,6 +32,16 @@ const MaxExpiresAtMillis = 253402300799999
 // for a content type that is not JSON, SCHEMA_ERROR for bytes that are not UTF-8, and
 // BODY_PARSING_ERROR for anything that is not exactly one JSON value (trailing data included).
 func readJSON(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	return body, checkJSON(r, body)
+}
+
+// readBody is readJSON's first half: the size, the content type and the bytes, not yet
+// checked to be UTF-8 and JSON (checkJSON).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return nil, payloadTooLarge()
 	}
@@ -45,13 +55,18 @@ func readJSON(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		}
 		return nil, bodyParsingError("The request body could not be read.")
 	}
+	return body, nil
+}
+
+// checkJSON is readJSON's second half: the body is UTF-8 and exactly one JSON value.
+func checkJSON(r *http.Request, body []byte) error {
 	if !utf8.Valid(body) {
-		return nil, schemaError(r, "body must be valid UTF-8")
+		return schemaError(r, "body must be valid UTF-8")
 	}
 	if !json.Valid(body) {
-		return nil, bodyParsingError("The request body is not valid JSON.")
+		return bodyParsingError("The request body is not valid JSON.")
 	}
-	return body, nil
+	return nil
 }
 
 func payloadTooLarge() *apiError {
@@ -66,6 +81,9 @@ func payloadTooLarge() *apiError {
 func isJSONContentType(values []string) bool {
 	if len(values) != 1 {
 		return false
+	}
+	if values[0] == "application/json" || values[0] == "application/json; charset=utf-8" {
+		return true // what clients send, without parsing
 	}
 	mt, params, err := mime.ParseMediaType(values[0])
 	if err != nil || mt != "application/json" {

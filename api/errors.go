@@ -279,15 +279,30 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	buf := jsonBuffers.Get().(*bytes.Buffer)
 	defer putJSONBuffer(buf)
-	if err := encodeJSON(buf, v); err != nil {
+	if err := encodeResponse(buf, v); err != nil {
 		// Only our own response types reach here; they always encode.
 		status = http.StatusInternalServerError
 		buf.Reset()
 		buf.WriteString(`{"code":"INTERNAL_SERVER_ERROR","error":"response encoding failed"}`)
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// jsonContentType is every JSON response's Content-Type, set without canonicalizing the name
+// each time (the slice is never changed: Header.Set and Add replace or copy it).
+var jsonContentType = []string{"application/json; charset=utf-8"}
+
+// encodeResponse is encodeJSON, with a key object (check's answer) encoded without reflection.
+func encodeResponse(buf *bytes.Buffer, v any) error {
+	if o, ok := v.(keyObject); ok {
+		if b, ok := appendKeyObject(buf.AvailableBuffer(), &o); ok {
+			buf.Write(b)
+			return nil
+		}
+	}
+	return encodeJSON(buf, v)
 }
 
 // jsonBuffers holds response buffers; a buffer that grew past maxPooledJSON (a long list) is

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"strconv"
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
@@ -99,3 +101,86 @@ func formatTime(t *time.Time) *string {
 // KeyObject renders a key as the key object of CONTRACT section 3, for tools outside the
 // API that must print keys exactly as the API does (keysctl keys state).
 func KeyObject(k domain.KeySnapshot) any { return newKeyObject(k) }
+
+// appendKeyObject appends o as encodeJSON writes it (the same bytes, newline included)
+// without reflection: check answers a key object per request. It returns false for a Value it
+// does not know, to be encoded by encodeJSON.
+func appendKeyObject(b []byte, o *keyObject) ([]byte, bool) {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, o.ID)
+	b = append(b, `,"description":`...)
+	b = appendJSONString(b, o.Description)
+	if o.UserID != nil {
+		b = append(b, `,"user_id":`...)
+		b = appendJSONString(b, *o.UserID)
+	}
+	if o.TeamID != nil {
+		b = append(b, `,"team_id":`...)
+		b = appendJSONString(b, *o.TeamID)
+	}
+	b = append(b, `,"expires_at":`...)
+	b = appendOptString(b, o.ExpiresAt)
+	b = append(b, `,"manually_revoked_at":`...)
+	b = appendOptString(b, o.ManuallyRevokedAt)
+	b = append(b, `,"created_at":`...)
+	b = appendJSONString(b, o.CreatedAt)
+	b = append(b, `,"expires_at_millis":`...)
+	b = appendOptInt(b, o.ExpiresAtMillis)
+	b = append(b, `,"manually_revoked_at_millis":`...)
+	b = appendOptInt(b, o.ManuallyRevokedAtMillis)
+	b = append(b, `,"created_at_millis":`...)
+	b = strconv.AppendInt(b, o.CreatedAtMillis, 10)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, o.Type)
+	b = append(b, `,"is_public":`...)
+	b = strconv.AppendBool(b, o.IsPublic)
+	b = append(b, `,"value":`...)
+	switch v := o.Value.(type) {
+	case lastFour:
+		b = append(b, `{"last_four":`...)
+		b = appendJSONString(b, v.LastFour)
+		b = append(b, '}')
+	case string:
+		b = appendJSONString(b, v)
+	default:
+		return b, false
+	}
+	b = append(b, `,"last_used_at":`...)
+	b = appendOptString(b, o.LastUsedAt)
+	b = append(b, `,"last_used_at_millis":`...)
+	b = appendOptInt(b, o.LastUsedAtMillis)
+	if o.RotatedFrom != "" {
+		b = append(b, `,"rotated_from":`...)
+		b = appendJSONString(b, o.RotatedFrom)
+	}
+	return append(b, "}\n"...), true
+}
+
+func appendOptString(b []byte, s *string) []byte {
+	if s == nil {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, *s)
+}
+
+func appendOptInt(b []byte, n *int64) []byte {
+	if n == nil {
+		return append(b, "null"...)
+	}
+	return strconv.AppendInt(b, *n, 10)
+}
+
+// appendJSONString appends s quoted as encodeJSON quotes it: printable ASCII other than `"`
+// and `\` as is, anything else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			var buf bytes.Buffer
+			_ = encodeJSON(&buf, s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
