@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // Dead letters: a message on an event subject that is not a valid event (garbage published by
@@ -181,31 +180,16 @@ func (s *Store) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var out []DeadLetter
-	next := uint64(1)
-	for {
-		it, err := jetstreamext.GetBatch(ctx, s.js, s.DeadLetterStream(), 256, jetstreamext.GetBatchSeq(next))
-		if err != nil {
-			return nil, fmt.Errorf("read dead letters: %w: %w", ErrUnavailable, err)
-		}
-		n := 0
-		for m, err := range it {
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstreamext.ErrNoMessages) {
-					break
-				}
-				return nil, fmt.Errorf("read dead letters: %w: %w", ErrUnavailable, err)
-			}
-			seq, _ := strconv.ParseUint(m.Header.Get(HeaderOriginalSeq), 10, 64)
-			stored, _ := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderOriginalTime))
-			out = append(out, DeadLetter{
-				Seq: seq, Subject: m.Header.Get(HeaderOriginalSubject), Time: stored, Raw: m.Data,
-				Reason: m.Header.Get(HeaderReason), Consumer: m.Header.Get(HeaderConsumer),
-			})
-			next = m.Sequence + 1
-			n++
-		}
-		if n < 256 {
-			return out, nil
-		}
+	err := s.directBatches(ctx, s.DeadLetterStream(), "", 1, 0, func(m *jetstream.RawStreamMsg) {
+		seq, _ := strconv.ParseUint(m.Header.Get(HeaderOriginalSeq), 10, 64)
+		stored, _ := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderOriginalTime))
+		out = append(out, DeadLetter{
+			Seq: seq, Subject: m.Header.Get(HeaderOriginalSubject), Time: stored, Raw: m.Data,
+			Reason: m.Header.Get(HeaderReason), Consumer: m.Header.Get(HeaderConsumer),
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
 	}
+	return out, nil
 }

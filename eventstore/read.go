@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
@@ -107,41 +109,85 @@ func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.Proje
 const maxProjectMsgs = 8
 
 // getAll reads the messages on a subject filter from stream sequence from on, at most max
-// of them (0: all), with batched direct gets.
+// of them (0: all), all of them or an error (directBatches).
 func (s *Store) getAll(ctx context.Context, filter string, from uint64, max int) ([]RecordedEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var out []RecordedEvent
-	next := from
+	err := s.directBatches(ctx, s.cfg.Stream, filter, from, max, func(m *jetstream.RawStreamMsg) {
+		out = append(out, s.decodeMsg(m.Sequence, m.Subject, m.Time, m.Header, m.Data))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// directBatches reads a stream's messages (on filter, when not empty) from sequence from on,
+// at most max of them (0: all), with batched direct gets, and hands each to fn in order. It
+// reads all of them or returns an error, never a part: the request helper under
+// jetstreamext.GetBatch ends a batch quietly when its context ends (a deadline, or the
+// connection closing, is not an error to it), so the end is taken from the messages
+// themselves: each carries how many messages on the filter were still pending after it when
+// the batch was asked for (Nats-Num-Pending), and the read is complete once that is 0 or the
+// server answered that nothing is there. A batch that ended with messages still pending is
+// read on from where it stopped (the server also ends one at its byte limit), unless the
+// context has ended: ErrUnavailable.
+func (s *Store) directBatches(ctx context.Context, stream, filter string, from uint64, max int, fn func(*jetstream.RawStreamMsg)) error {
+	next, read := from, 0
 	for {
 		batch := 256
 		if max > 0 {
-			if max-len(out) <= 0 {
-				return out, nil
+			if max-read <= 0 {
+				return nil
 			}
-			batch = min(batch, max-len(out))
+			batch = min(batch, max-read)
 		}
-		it, err := jetstreamext.GetBatch(ctx, s.js, s.cfg.Stream, batch,
-			jetstreamext.GetBatchSubject(filter), jetstreamext.GetBatchSeq(next))
+		opts := []jetstreamext.GetBatchOpt{jetstreamext.GetBatchSeq(next)}
+		if filter != "" {
+			opts = append(opts, jetstreamext.GetBatchSubject(filter))
+		}
+		it, err := jetstreamext.GetBatch(ctx, s.js, stream, batch, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		n := 0
+		n, pending, nothing := 0, -1, false
 		for m, err := range it {
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, jetstreamext.ErrNoMessages) {
+					nothing = true
 					break
 				}
-				return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
-			out = append(out, s.decodeMsg(m.Sequence, m.Subject, m.Time, m.Header, m.Data))
+			fn(m)
 			next = m.Sequence + 1
 			n++
+			pending = numPending(m.Header)
 		}
-		if n < batch {
-			return out, nil
+		read += n
+		switch {
+		case nothing || pending == 0:
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("%w: read %s %s: %w", ErrUnavailable, stream, filter, ctx.Err())
+		case n == 0 || pending < 0:
+			return fmt.Errorf("%w: read %s %s: the batch ended without its last message", ErrUnavailable, stream, filter)
 		}
+		// Messages are pending after the last one read: a full batch, or one the server ended
+		// early at its byte limit. Read on.
 	}
+}
+
+// numPending is a batched direct get's Nats-Num-Pending header: how many messages on the
+// request's filter follow this one (-1 when it is missing or not a number).
+func numPending(h nats.Header) int {
+	v := h.Get("Nats-Num-Pending")
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
 }
 
 // LastSeq is the stream's last sequence: everything appended so far is at or below it.
@@ -170,9 +216,17 @@ func (s *Store) SeqAtTime(ctx context.Context, t time.Time) (uint64, error) {
 	}
 	for m, err := range it {
 		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgNotFound) && !errors.Is(err, jetstreamext.ErrNoMessages) {
+				return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
 			break
 		}
 		return m.Sequence - 1, nil
+	}
+	// Nothing stored after t, or the request ended quietly with its context (see
+	// directBatches): only the first means everything is at or before t.
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("%w: the first message after %s: %w", ErrUnavailable, t.Format(time.RFC3339Nano), ctx.Err())
 	}
 	info, err := str.Info(ctx)
 	if err != nil {
