@@ -20,7 +20,10 @@ import (
 // request left), so the read waits for the next request, which is sent once the one in
 // flight is answered and therefore after the read arrived; any write acknowledged before the
 // read arrived is at or below that answer. Under load a read thus costs at most two request
-// times of waiting and no request of its own; NATS sees one request at a time per keysd.
+// times of waiting and no request of its own; NATS sees one request at a time per keysd. A
+// read that finds no request in flight sends one itself, from its own goroutine. The request
+// is Store.Position (a publish the stream refuses, answered with its last sequence: see
+// eventstore/position.go for why that is sound and what it costs).
 type streamPosition struct {
 	ask     func(ctx context.Context) (uint64, error)
 	timeout time.Duration
@@ -43,13 +46,24 @@ type positionRequest struct {
 func (p *streamPosition) last(ctx context.Context) (uint64, error) {
 	p.reads.Add(1)
 	p.mu.Lock()
+	if !p.inFlight {
+		// No request in flight (so none waiting: p.next is nil). This read is alone and asks
+		// in its own goroutine: on a quiet keysd a check waits for one NATS round trip and no
+		// hand-over to another goroutine and back. Reads arriving meanwhile join p.next, sent
+		// when this one is answered.
+		p.inFlight = true
+		p.requests.Add(1)
+		p.mu.Unlock()
+		actx, cancel := context.WithTimeout(ctx, p.timeout)
+		seq, err := p.ask(actx)
+		cancel()
+		p.answered()
+		return seq, err
+	}
 	if p.next == nil {
 		p.next = &positionRequest{done: make(chan struct{})}
 	}
 	req := p.next
-	if !p.inFlight {
-		p.send()
-	}
 	p.mu.Unlock()
 	select {
 	case <-req.done:
@@ -59,8 +73,19 @@ func (p *streamPosition) last(ctx context.Context) (uint64, error) {
 	}
 }
 
-// send sends the next request; p.mu is held. When it is answered, the request the reads
-// arriving meanwhile joined is sent in turn. No read's context bounds it: it serves them all.
+// answered ends the request in flight and sends the one the reads arriving meanwhile joined.
+func (p *streamPosition) answered() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight = false
+	if p.next != nil {
+		p.send()
+	}
+}
+
+// send sends the next request, shared by the reads that joined it; p.mu is held. When it is
+// answered, the request the reads arriving meanwhile joined is sent in turn. No read's
+// context bounds it: it serves them all.
 func (p *streamPosition) send() {
 	req := p.next
 	p.next, p.inFlight = nil, true
@@ -70,11 +95,6 @@ func (p *streamPosition) send() {
 		req.seq, req.err = p.ask(ctx)
 		cancel()
 		close(req.done)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.inFlight = false
-		if p.next != nil {
-			p.send()
-		}
+		p.answered()
 	}()
 }
