@@ -57,15 +57,48 @@ func (s *Store) LoadKeyPage(ctx context.Context, projectID, keyID string, after 
 	if limit < 1 {
 		return nil, false, fmt.Errorf("load key %s: page limit %d must be positive", keyID, limit)
 	}
-	evs, err := s.getAll(ctx, s.subj.key(projectID, keyID), after+1, limit+1)
-	if err != nil {
-		return nil, false, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
+	filter := s.subj.key(projectID, keyID)
+	for attempt := 1; ; attempt++ {
+		evs, err := s.getAll(ctx, filter, after+1, limit+1)
+		if err != nil {
+			return nil, false, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
+		}
+		if len(evs) > limit {
+			return evs[:limit], true, nil
+		}
+		// The last page. On a replicated stream a direct get may be answered by a follower
+		// that has not yet stored the latest acknowledged events, so the leader's last message
+		// of the key says whether the page reached it; a page that did not is read again (a
+		// follower catches up within milliseconds), and after a few tries it is unavailable.
+		// A page is thus never older than a write acknowledged before it was asked for.
+		last, _, err := s.LastOf(ctx, filter)
+		if err != nil {
+			return nil, false, fmt.Errorf("load key %s after %d: %w", keyID, after, err)
+		}
+		if last <= after || len(evs) > 0 && evs[len(evs)-1].Seq >= last {
+			return evs, false, nil
+		}
+		if attempt == staleReadTries {
+			return nil, false, fmt.Errorf("load key %s after %d: %w: the stream's replica answered up to sequence %d of the key's %d", keyID, after, ErrUnavailable, lastOf(evs), last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("load key %s after %d: %w: %w", keyID, after, ErrUnavailable, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		}
 	}
-	if len(evs) > limit {
-		return evs[:limit], true, nil
-	}
-	return evs, false, nil
 }
+
+// staleReadTries bounds the reads of a key's last page that a lagging replica may answer.
+const staleReadTries = 5
+
+func lastOf(evs []RecordedEvent) uint64 {
+	if len(evs) == 0 {
+		return 0
+	}
+	return evs[len(evs)-1].Seq
+}
+
 
 // LoadProject reads a project's creation from the stream. An unknown project is
 // domain.ErrProjectNotFound.
