@@ -360,3 +360,34 @@ func TestVersionOrderKeepsNoBytesOfTheMessages(t *testing.T) {
 		}
 	}
 }
+
+// eachKeyInOrder gives every key eachState gives, once, those of canonical UUIDs in the
+// order of the primary key (project id, key id) and the others after them.
+func TestEachKeyInOrder(t *testing.T) {
+	m := NewMemory()
+	if _, err := m.Apply(context.Background(), seededStream(t, 300, 1)); err != nil {
+		t.Fatal(err)
+	}
+	var all, ordered []string
+	_ = m.eachState(func(s keyState) error { all = append(all, s.ProjectID+" "+s.ID); return nil }, nil, true)
+	odd := false
+	_ = m.eachKeyInOrder(func(s keyState) error {
+		k := s.ProjectID + " " + s.ID
+		_, isUUID := parseUUID(s.ID)
+		switch {
+		case !isUUID:
+			odd = true
+		case odd:
+			t.Fatalf("%s after a key whose id is not a UUID", k)
+		case len(ordered) > 0 && ordered[len(ordered)-1] >= k:
+			t.Fatalf("%s after %s", k, ordered[len(ordered)-1])
+		}
+		ordered = append(ordered, k)
+		return nil
+	})
+	slices.Sort(all)
+	slices.Sort(ordered)
+	if !odd || len(all) != 300 || !slices.Equal(all, ordered) {
+		t.Fatalf("%d keys in order, %d in all (odd ones: %v)", len(ordered), len(all), odd)
+	}
+}

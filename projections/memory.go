@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/hex"
@@ -441,6 +442,49 @@ func (m *Memory) eachState(key func(keyState) error, project func(domain.Project
 		}
 	}
 	for _, rec := range m.oddKeys {
+		if err := key(m.decode(rec)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachKeyInOrder is eachState's keys in the order of the primary key (project id, key id)
+// for the keys of canonical UUIDs, those of other ids after them, so that a COPY into a
+// table with that primary key inserts its entries in order: PostgreSQL then fills its
+// index's pages one after the other instead of splitting pages all over it (a COPY of
+// 250,000 keys in the order of a map: about twice the time). It sorts a pointer a key
+// (8 bytes) and expands each record as it goes.
+func (m *Memory) eachKeyInOrder(key func(keyState) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	recs := make([]*memKey, 0, len(m.keys)+len(m.oddKeys))
+	for _, rec := range m.keys {
+		recs = append(recs, rec)
+	}
+	n := len(recs)
+	for _, rec := range m.oddKeys {
+		recs = append(recs, rec)
+	}
+	byProject := func(a, b *memKey) int {
+		if a.project == b.project {
+			return 0
+		}
+		return strings.Compare(m.projects[a.project].id, m.projects[b.project].id)
+	}
+	slices.SortFunc(recs[:n], func(a, b *memKey) int {
+		if c := byProject(a, b); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.uuid[:], b.uuid[:]) // the canonical text's order
+	})
+	slices.SortFunc(recs[n:], func(a, b *memKey) int {
+		if c := byProject(a, b); c != 0 {
+			return c
+		}
+		return strings.Compare(a.odd.id, b.odd.id)
+	})
+	for _, rec := range recs {
 		if err := key(m.decode(rec)); err != nil {
 			return err
 		}

@@ -334,8 +334,8 @@ func copyRows(ctx context.Context, pool *pgxpool.Pool, quoted, name string, fold
 	})
 }
 
-// copyKeys COPYs the keys of one shard, expanding its compact records on one goroutine
-// while COPY encodes them on another.
+// copyKeys COPYs the keys of one shard in the order of the primary key, expanding its
+// compact records on one goroutine while COPY encodes them on another.
 func copyKeys(ctx context.Context, pool *pgxpool.Pool, name string, shard *Memory) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -343,14 +343,14 @@ func copyKeys(ctx context.Context, pool *pgxpool.Pool, name string, shard *Memor
 	expanded := make(chan error, 1)
 	go func() {
 		defer close(states)
-		expanded <- shard.eachState(func(s keyState) error {
+		expanded <- shard.eachKeyInOrder(func(s keyState) error {
 			select {
 			case states <- s:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		}, nil, true)
+		})
 	}()
 	row := make([]any, len(keyColumns))
 	_, err := pool.CopyFrom(ctx, pgx.Identifier{name, "api_keys"}, keyColumnNames, pgx.CopyFromFunc(func() ([]any, error) {
