@@ -25,12 +25,12 @@ import (
 // ReadBatchSize is how many messages a batch holds at most.
 const ReadBatchSize = 512
 
-// readPull is how many messages the bulk reader's ordered consumer asks for at a time
+// ReadPull is how many messages the bulk reader's ordered consumer asks for at a time
 // (jetstream.PullMaxMessages; nats.go asks for more when half have arrived). Larger pulls
 // cost the server and nats.go less a message: reading the 1,000,000-event stream of
 // docs/performance.md, nats-server's CPU 5.2-8.3 s at 1024, 4.3-4.5 s at 8192, the reader's
 // 4.0-4.7 s and 3.4-3.7 s (load 6 to 10). At most about 4 MB of events of keysd's size.
-const readPull = 8192
+const ReadPull = 8192
 
 // readIdle is how long a bounded read on a subject filter waits for a message before it
 // takes it that nothing more matches below its end.
@@ -184,7 +184,7 @@ func (s *Store) readBatches(ctx context.Context, from, until uint64, filtered bo
 			finish(nil)
 		}
 	}
-	cc, err := cons.Consume(gather, jetstream.PullMaxMessages(readPull),
+	cc, err := cons.Consume(gather, jetstream.PullMaxMessages(ReadPull),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			// The ordered consumer recreates itself after anything but a closed connection.
 			if errors.Is(err, jetstream.ErrConnectionClosed) {

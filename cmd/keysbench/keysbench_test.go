@@ -273,4 +273,11 @@ func TestReadStreamReadsWhatSeedAppended(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil || sum.Messages != 298 || sum.Bytes == 0 {
 		t.Fatalf("read-stream printed %q (%v), want 298 key events (300 less 2 projects)", stdout.String(), err)
 	}
+	stdout.Reset()
+	if code := dispatch(t.Context(), []string{"read-stream", "--nats-url", ns.URL, "--all", "--pull", "7"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("read-stream --all: exit %d, stderr %q", code, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil || sum.Messages != 301 {
+		t.Fatalf("read-stream --all printed %q (%v), want 301 messages (300 events and the authentication marker)", stdout.String(), err)
+	}
 }

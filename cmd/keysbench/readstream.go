@@ -26,9 +26,14 @@ type readStreamSummary struct {
 
 // runReadStream reads the event stream with a plain ordered consumer and does nothing with
 // the messages: what the stream itself allows a reader on this machine, the ceiling that
-// keysctl replay, verify and events tail are measured against (docs/performance.md).
+// keysctl replay, verify and events tail are measured against (docs/performance.md). It
+// pulls as many messages at a time as keysctl's bulk reader (eventstore.ReadPull) and reads
+// nothing of a message but its data's length: it knows it is done by the count of messages
+// the consumer had pending when created.
 func runReadStream(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx context.Context, stdout, stderr io.Writer) int {
-	filter := fs.String("filter", "", "read only this subject filter (default: keysctl's filter, every key event)")
+	filter := fs.String("filter", "", "read only this subject filter (default: the key events, what keysctl events tail reads)")
+	all := fs.Bool("all", false, "read every message of the stream, as keysctl replay and verify do (no subject filter)")
+	pull := fs.Int("pull", eventstore.ReadPull, "messages the consumer asks for at a time (jetstream.PullMaxMessages)")
 	return func(ctx context.Context, stdout, stderr io.Writer) int {
 		c := *conn
 		c.Name = "keysbench read-stream"
@@ -43,44 +48,47 @@ func runReadStream(fs *flag.FlagSet, conn *eventstore.ConnectConfig) func(ctx co
 			fmt.Fprintf(stderr, "keysbench read-stream: %v\n", err)
 			return 1
 		}
-		if *filter == "" {
-			*filter = store.KeySubjectFilter("")
-		}
-		last, _, err := store.LastOf(ctx, *filter)
-		if err != nil {
-			fmt.Fprintf(stderr, "keysbench read-stream: %v\n", err)
-			return 1
+		cfg := jetstream.OrderedConsumerConfig{}
+		switch {
+		case *all && *filter != "":
+			fmt.Fprintln(stderr, "keysbench read-stream: give --filter or --all, not both")
+			return 2
+		case *filter != "":
+			cfg.FilterSubjects = []string{*filter}
+		case !*all:
+			cfg.FilterSubjects = []string{store.KeySubjectFilter("")}
 		}
 		start, cpu0 := time.Now(), cpuTime()
-		cons, err := store.JetStream().OrderedConsumer(ctx, store.StreamName(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{*filter}})
+		cons, err := store.JetStream().OrderedConsumer(ctx, store.StreamName(), cfg)
 		if err != nil {
 			fmt.Fprintf(stderr, "keysbench read-stream: %v\n", err)
 			return 1
+		}
+		var want uint64
+		if info := cons.CachedInfo(); info != nil {
+			want = info.NumPending
 		}
 		var sum readStreamSummary
 		done := make(chan struct{})
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			sum.Messages++
-			sum.Bytes += len(m.Data())
-			if md, err := m.Metadata(); err == nil && (md.Sequence.Stream >= last || md.NumPending == 0) && sum.Messages > 0 {
-				select {
-				case <-done:
-				default:
+		var cc jetstream.ConsumeContext
+		if want > 0 {
+			cc, err = cons.Consume(func(m jetstream.Msg) {
+				sum.Messages++
+				sum.Bytes += len(m.Data())
+				if uint64(sum.Messages) == want {
 					close(done)
 				}
+			}, jetstream.PullMaxMessages(*pull))
+			if err != nil {
+				fmt.Fprintf(stderr, "keysbench read-stream: %v\n", err)
+				return 1
 			}
-		}, jetstream.PullMaxMessages(1024))
-		if err != nil {
-			fmt.Fprintf(stderr, "keysbench read-stream: %v\n", err)
-			return 1
-		}
-		if last > 0 {
 			select {
 			case <-done:
 			case <-ctx.Done():
 			}
+			cc.Stop()
 		}
-		cc.Stop()
 		sum.Seconds = time.Since(start).Seconds()
 		sum.CPUSeconds = (cpuTime() - cpu0).Seconds()
 		sum.MessagesPerSecond = math.Round(float64(sum.Messages) / sum.Seconds)
