@@ -113,7 +113,21 @@ func (s *server) finish(r *http.Request, sw *statusWriter, info *requestInfo, d 
 	code := strconv.Itoa(status)
 	s.metrics.requests.WithLabelValues(r.Method, info.route, code).Inc()
 	s.metrics.duration.WithLabelValues(r.Method, info.route, code).Observe(d.Seconds())
+	if e := info.err; e != nil {
+		s.metrics.errors.WithLabelValues(e.Code).Inc()
+	}
 
+	// One line per request at debug: at info a busy instance wrote tens of megabytes an hour.
+	// A server failure (500) is an error; a 503 (an outage, a lost race) is counted in the
+	// metrics, and the outage itself is logged once by whoever noticed it (the NATS
+	// connection, the projector), not once per request.
+	level := slog.LevelDebug
+	if e := info.err; e != nil && status >= 500 && status != http.StatusServiceUnavailable && !isClientGone(r, e.cause) {
+		level = slog.LevelError
+	}
+	if !s.log.Enabled(r.Context(), level) {
+		return // no line: build none (a check's attributes cost an allocation per request)
+	}
 	attrs := []slog.Attr{
 		slog.String("request_id", info.id),
 		slog.String("method", r.Method),
@@ -125,23 +139,13 @@ func (s *server) finish(r *http.Request, sw *statusWriter, info *requestInfo, d 
 	if info.projectID != "" {
 		attrs = append(attrs, slog.String("project_id", info.projectID))
 	}
-	// One line per request at debug: at info a busy instance wrote tens of megabytes an hour.
-	// A server failure (500) is an error; a 503 (an outage, a lost race) is counted in the
-	// metrics, and the outage itself is logged once by whoever noticed it (the NATS
-	// connection, the projector), not once per request.
-	level := slog.LevelDebug
 	if e := info.err; e != nil {
-		s.metrics.errors.WithLabelValues(e.Code).Inc()
 		attrs = append(attrs, slog.String("code", e.Code))
 		if e.cause != nil {
 			attrs = append(attrs, slog.String("err", e.cause.Error()))
 		}
-		switch {
-		case status >= 500 && isClientGone(r, e.cause):
+		if status >= 500 && isClientGone(r, e.cause) {
 			attrs = append(attrs, slog.Bool("client_gone", true))
-		case status == http.StatusServiceUnavailable:
-		case status >= 500:
-			level = slog.LevelError
 		}
 	}
 	s.log.LogAttrs(r.Context(), level, "request", attrs...)
