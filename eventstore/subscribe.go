@@ -109,11 +109,11 @@ func (sub *Subscription) nextRaw(ctx context.Context, wait time.Duration) (rawMs
 		}
 		return rawMsg{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	md, err := m.Metadata()
+	md, err := ackMetadata(m) // from the reply subject without allocating, as the bulk reader does
 	if err != nil {
 		return rawMsg{}, fmt.Errorf("message metadata: %w", err)
 	}
-	return rawMsg{seq: md.Sequence.Stream, pending: md.NumPending, subject: m.Subject(), stored: md.Timestamp, data: m.Data(), header: m.Headers()}, nil
+	return rawMsg{seq: md.seq, pending: md.pending, subject: m.Subject(), stored: md.stored, data: m.Data(), header: m.Headers()}, nil
 }
 
 // Stop ends the subscription; its consumer disappears from the server.
