@@ -13,7 +13,7 @@ import (
 	"github.com/keyledger/keyledger/internal/testenv"
 )
 
-func groupTestEvents(t *testing.T, projectID string, n int) [][]domain.Event {
+func groupTestEvents(t testing.TB, projectID string, n int) [][]domain.Event {
 	t.Helper()
 	meta := domain.Meta{Time: time.Now(), Actor: domain.Actor{Type: domain.ActorOperator, ID: "test"}, NewID: uuid.NewString}
 	var out [][]domain.Event

@@ -59,3 +59,32 @@ func TestParsePositionReply(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPosition: the read barrier's position request against STREAM.INFO (LastSeq), one
+// at a time, on a stream of 1,000 events. The NATS server runs in the test's process, so
+// ns/op is the round trip with both sides' CPU in it.
+func BenchmarkPosition(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, testenv.NATS(b).Connect(b), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, cmd := range groupTestEvents(b, uuid.NewString(), 1000) {
+		if _, err := s.AppendKeyEvents(ctx, 0, cmd); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		ask  func(context.Context) (uint64, error)
+	}{{"probe", s.Position}, {"STREAM.INFO", s.LastSeq}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.ask(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
