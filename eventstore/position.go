@@ -48,6 +48,7 @@ func (s *Store) Position(ctx context.Context) (uint64, error) {
 	if s.positionOff.Load() {
 		return s.LastSeq(ctx)
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	msg := &nats.Msg{
@@ -59,8 +60,8 @@ func (s *Store) Position(ctx context.Context) (uint64, error) {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return 0, fmt.Errorf("%w: stream %s does not answer on %s: %w", ErrUnavailable, s.cfg.Stream, msg.Subject, err)
 		}
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		if parent.Err() != nil || (!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout)) {
+			return 0, fmt.Errorf("%w: %w", ErrUnavailable, err) // the caller's deadline, not the probe's
 		}
 		// No answer: perhaps this connection may not publish on the probe's subject.
 		return s.positionFallback(ctx, fmt.Errorf("no answer in %s", s.cfg.Timeout))

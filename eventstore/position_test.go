@@ -2,9 +2,14 @@ package eventstore
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/internal/testenv"
 )
@@ -36,6 +41,57 @@ func TestPositionIsTheLastSequenceAndStoresNothing(t *testing.T) {
 	}
 	if s.positionOff.Load() {
 		t.Fatal("the probe fell back to STREAM.INFO on a server where it works")
+	}
+}
+
+// TestPositionFallsBackToStreamInfo: on a connection that may not publish on the probe's
+// subject (the embedded server's audit user, who may read STREAM.INFO) the probe gets no
+// answer; Position answers from STREAM.INFO instead, and asks only that from then on.
+func TestPositionFallsBackToStreamInfo(t *testing.T) {
+	t.Parallel()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ns, err := StartEmbedded(EmbeddedConfig{Addr: addr, DataDir: t.TempDir(), Password: "keysd-pw", AuditPassword: "audit-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ctx := context.Background()
+	keysd, err := nats.Connect("nats://"+addr, nats.UserInfo(EmbeddedUser, "keysd-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(keysd.Close)
+	s, err := Open(ctx, keysd, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := s.AppendKeyEvents(ctx, 0, groupTestEvents(t, uuid.NewString(), 1)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, err := nats.Connect("nats://"+addr, nats.UserInfo(AuditUser, "audit-pw"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(audit.Close)
+	js, err := jetstream.New(audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.cfg
+	cfg.Timeout = 300 * time.Millisecond
+	a := &Store{nc: audit, js: js, cfg: cfg, log: slog.New(slog.DiscardHandler), subj: s.subj}
+	for i := range 2 {
+		start := time.Now()
+		if p, err := a.Position(ctx); err != nil || p != seq {
+			t.Fatalf("call %d: Position %d, %v; want %d from STREAM.INFO", i, p, err, seq)
+		}
+		if !a.positionOff.Load() {
+			t.Fatalf("call %d: the probe is still on", i)
+		}
+		if i == 1 && time.Since(start) > cfg.Timeout {
+			t.Fatalf("the second call took %s: it tried the probe again", time.Since(start))
+		}
 	}
 }
 
