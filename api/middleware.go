@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/textproto"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -79,9 +80,9 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 		sw := &statusWriter{ResponseWriter: w}
 		h := w.Header()
-		h.Set(headerRequestID, info.id)
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
+		h[canonicalRequestID] = []string{info.id}
+		h["Cache-Control"] = noStore // shared, never changed: Set and Add replace or copy
+		h["X-Content-Type-Options"] = noSniff
 
 		s.metrics.inFlight.Inc()
 		defer func() {
@@ -103,6 +104,12 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r)
 	})
 }
+
+// The headers instrument sets on every response, under the names net/http stores them by.
+var (
+	canonicalRequestID = textproto.CanonicalMIMEHeaderKey(headerRequestID)
+	noStore, noSniff   = []string{"no-store"}, []string{"nosniff"}
+)
 
 // finish logs a handled request and records its metrics. A 5xx is logged with its cause.
 func (s *server) finish(r *http.Request, sw *statusWriter, info *requestInfo, d time.Duration) {
