@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,6 +27,7 @@ const lastUseMaxBytes = 512 << 20
 // LastUseStore reads and writes the last-use bucket.
 type LastUseStore struct {
 	kv      jetstream.KeyValue
+	js      jetstream.JetStream
 	timeout time.Duration
 }
 
@@ -49,7 +51,7 @@ func (s *Store) OpenLastUse(ctx context.Context) (*LastUseStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &LastUseStore{kv: kv, timeout: s.cfg.Timeout}, nil
+	return &LastUseStore{kv: kv, js: s.js, timeout: s.cfg.Timeout}, nil
 }
 
 func lastUseKey(projectID, keyID string) (string, bool) {
@@ -98,6 +100,59 @@ func (l *LastUseStore) Record(ctx context.Context, projectID, keyID string, at t
 		rev = e.Revision()
 	}
 	return LastUse{}, fmt.Errorf("last use of key %s: too many concurrent writers", keyID)
+}
+
+// RecordAll is Record for many keys at once, each LastUse's Revision the one last seen for
+// its key (0: none): the writes are pipelined, as asynchronous publishes on the bucket's
+// subjects with the same compare-and-set on the entry's revision that Record uses, so a
+// burst of newly checked keys costs one publish each instead of a request and its wait.
+// A write whose revision no longer matches (another keysd wrote the entry) goes through
+// Record, which keeps the later use. It returns, for each use, the key's latest use as the
+// bucket now holds it, or the error that kept it from being written.
+func (l *LastUseStore) RecordAll(ctx context.Context, uses []LastUse) ([]LastUse, []error) {
+	out, errs := make([]LastUse, len(uses)), make([]error, len(uses))
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, len(uses))
+	for i, u := range uses {
+		key, ok := lastUseKey(u.ProjectID, u.KeyID)
+		if !ok {
+			errs[i] = fmt.Errorf("last use: invalid key address %q/%q", u.ProjectID, u.KeyID)
+			continue
+		}
+		at := u.At.UTC().Truncate(time.Millisecond)
+		out[i] = LastUse{ProjectID: u.ProjectID, KeyID: u.KeyID, At: at}
+		m := &nats.Msg{
+			Subject: "$KV." + LastUseBucket + "." + key,
+			Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(u.Revision, 10)}},
+			Data:    []byte(strconv.FormatInt(at.UnixMilli(), 10)),
+		}
+		f, err := l.js.PublishMsgAsync(m)
+		if err != nil {
+			errs[i] = fmt.Errorf("%w: last use of key %s: %w", ErrUnavailable, u.KeyID, err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			out[i].Revision = ack.Sequence
+		case err := <-f.Err():
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+				out[i], errs[i] = l.Record(ctx, uses[i].ProjectID, uses[i].KeyID, uses[i].At, uses[i].Revision)
+				continue
+			}
+			errs[i] = fmt.Errorf("%w: last use of key %s: %w", ErrUnavailable, uses[i].KeyID, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("%w: last use of key %s: %w", ErrUnavailable, uses[i].KeyID, ctx.Err())
+		}
+	}
+	return out, errs
 }
 
 // Watch calls fn with every key's recorded last use, then with each new one as it is

@@ -4,11 +4,10 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/keyledger/keyledger/eventstore"
 )
@@ -69,12 +68,7 @@ func (l *LastUse) Stats() LastUseStats {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		st.Keys += len(s.known)
-		for ref := range s.pending {
-			if _, ok := s.known[ref]; !ok {
-				st.Keys++
-			}
-		}
+		st.Keys += len(s.keys) + len(s.other)
 		s.mu.Unlock()
 	}
 	return st
@@ -82,8 +76,9 @@ func (l *LastUse) Stats() LastUseStats {
 
 const lastUseShards = 64
 
-// lastUseFlushers bounds the writes to the bucket in flight at once during a flush.
-const lastUseFlushers = 32
+// lastUseBatch is how many writes to the bucket a flush has in flight at once (pipelined
+// publishes, eventstore.LastUseStore.RecordAll).
+const lastUseBatch = 1024
 
 type useRef struct{ projectID, keyID string }
 
@@ -92,10 +87,64 @@ type recordedUse struct {
 	revision uint64
 }
 
+// useEntry is one key's last use as this instance knows it. A check finds it with one map
+// lookup on its key id and changes it in place (the shard's lock held): the check path's
+// whole cost of recording.
+type useEntry struct {
+	projectID, keyID string
+	known            recordedUse // the bucket's latest, as watched or written (revision 0: none)
+	pending          time.Time   // the latest check here not yet written (zero: none)
+}
+
 type lastUseShard struct {
-	mu      sync.Mutex
-	known   map[useRef]recordedUse // the bucket's latest, as watched or written
-	pending map[useRef]time.Time   // checked here since the last flush
+	mu    sync.Mutex
+	keys  map[string]*useEntry // by key id
+	other map[useRef]*useEntry // a key id already held for another project (random ids: never seen)
+	dirty []*useEntry          // the entries with a pending use, for the next flush
+}
+
+// entry returns the key's entry, creating it when create is set (else nil when none).
+func (s *lastUseShard) entry(projectID, keyID string, create bool) *useEntry {
+	e := s.keys[keyID]
+	if e != nil && e.projectID == projectID {
+		return e
+	}
+	if e == nil {
+		if !create {
+			return nil
+		}
+		e = &useEntry{projectID: projectID, keyID: keyID}
+		s.keys[keyID] = e
+		return e
+	}
+	ref := useRef{projectID, keyID}
+	if o := s.other[ref]; o != nil || !create {
+		return o
+	}
+	if s.other == nil {
+		s.other = map[useRef]*useEntry{}
+	}
+	o := &useEntry{projectID: projectID, keyID: keyID}
+	s.other[ref] = o
+	return o
+}
+
+// markPending records a use not yet written; the shard's lock is held.
+func (s *lastUseShard) markPending(e *useEntry, at time.Time) {
+	if e.pending.IsZero() {
+		s.dirty = append(s.dirty, e)
+	}
+	if at.After(e.pending) {
+		e.pending = at
+	}
+}
+
+// latest is the key's last use as this instance knows it.
+func (e *useEntry) latest() (time.Time, bool) {
+	if e.known.revision != 0 && !e.pending.After(e.known.at) {
+		return e.known.at, true
+	}
+	return e.pending, !e.pending.IsZero()
 }
 
 // LastUseConfig configures LastUse.
@@ -119,7 +168,7 @@ func NewLastUse(store *eventstore.LastUseStore, cfg LastUseConfig) *LastUse {
 	l := &LastUse{store: store, interval: cfg.FlushInterval, rewrite: RewriteAge(cfg.FlushInterval),
 		now: time.Now, log: cfg.Logger, seed: maphash.MakeSeed(), caughtUp: make(chan struct{})}
 	for i := range l.shards {
-		l.shards[i] = lastUseShard{known: map[useRef]recordedUse{}, pending: map[useRef]time.Time{}}
+		l.shards[i] = lastUseShard{keys: map[string]*useEntry{}}
 	}
 	return l
 }
@@ -143,34 +192,22 @@ func (l *LastUse) shard(projectID, keyID string) *lastUseShard {
 func (l *LastUse) Touch(projectID, keyID string, at time.Time) time.Time {
 	l.stats.touches.Add(1)
 	s := l.shard(projectID, keyID)
-	ref := useRef{projectID, keyID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.pending[ref]; !ok || at.After(cur) {
-		s.pending[ref] = at
-	} else {
-		at = cur
-	}
-	if known, ok := s.known[ref]; ok && known.at.After(at) {
-		return known.at
-	}
-	return at
+	e := s.entry(projectID, keyID, true)
+	s.markPending(e, at)
+	latest, _ := e.latest()
+	return latest
 }
 
 // At returns a key's last successful check as this instance knows it, or ok false if it
 // was never checked.
 func (l *LastUse) At(projectID, keyID string) (at time.Time, ok bool) {
 	s := l.shard(projectID, keyID)
-	ref := useRef{projectID, keyID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	known, hasKnown := s.known[ref]
-	pending, hasPending := s.pending[ref]
-	switch {
-	case hasPending && (!hasKnown || pending.After(known.at)):
-		return pending, true
-	case hasKnown:
-		return known.at, true
+	if e := s.entry(projectID, keyID, false); e != nil {
+		return e.latest()
 	}
 	return time.Time{}, false
 }
@@ -218,10 +255,9 @@ func (l *LastUse) watch(ctx context.Context) {
 func (l *LastUse) learn(u eventstore.LastUse) {
 	l.stats.learned.Add(1)
 	s := l.shard(u.ProjectID, u.KeyID)
-	ref := useRef{u.ProjectID, u.KeyID}
 	s.mu.Lock()
-	if cur, ok := s.known[ref]; !ok || u.Revision > cur.revision {
-		s.known[ref] = recordedUse{at: u.At, revision: u.Revision}
+	if e := s.entry(u.ProjectID, u.KeyID, true); u.Revision > e.known.revision {
+		e.known = recordedUse{at: u.At, revision: u.Revision}
 	}
 	s.mu.Unlock()
 }
@@ -232,7 +268,7 @@ func (l *LastUse) learn(u eventstore.LastUse) {
 // flush. A failed write stays pending for the next flush.
 func (l *LastUse) flush(ctx context.Context, all bool) {
 	type job struct {
-		ref   useRef
+		e     *useEntry
 		at    time.Time
 		known recordedUse
 	}
@@ -241,47 +277,55 @@ func (l *LastUse) flush(ctx context.Context, all bool) {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for ref, at := range s.pending {
-			known, recorded := s.known[ref]
+		keep := s.dirty[:0]
+		for _, e := range s.dirty {
+			recorded := e.known.revision != 0
 			switch {
-			case recorded && !at.After(known.at):
-				delete(s.pending, ref) // the bucket already holds this use or a later one
-			case recorded && !all && now.Sub(known.at) < l.rewrite:
-				// Written recently: stays pending until the record is old enough.
+			case e.pending.IsZero():
+				// Written already.
+			case recorded && !e.pending.After(e.known.at):
+				e.pending = time.Time{} // the bucket already holds this use or a later one
+			case recorded && !all && now.Sub(e.known.at) < l.rewrite:
+				keep = append(keep, e) // written recently: stays pending until the record is old enough
 			default:
-				jobs = append(jobs, job{ref, at, known})
-				delete(s.pending, ref)
+				jobs = append(jobs, job{e, e.pending, e.known})
+				e.pending = time.Time{}
 			}
 		}
+		clear(s.dirty[len(keep):])
+		s.dirty = keep
 		s.mu.Unlock()
 	}
 	if len(jobs) == 0 {
 		return
 	}
 	l.stats.flushes.Add(1)
-	var g errgroup.Group
-	g.SetLimit(lastUseFlushers)
-	var failed sync.Once
-	for _, j := range jobs {
-		g.Go(func() error {
-			rec, err := l.store.Record(ctx, j.ref.projectID, j.ref.keyID, j.at, j.known.revision)
-			s := l.shard(j.ref.projectID, j.ref.keyID)
+	var failed error
+	for chunk := range slices.Chunk(jobs, lastUseBatch) {
+		uses := make([]eventstore.LastUse, len(chunk))
+		for i, j := range chunk {
+			uses[i] = eventstore.LastUse{ProjectID: j.e.projectID, KeyID: j.e.keyID, At: j.at, Revision: j.known.revision}
+		}
+		recs, errs := l.store.RecordAll(ctx, uses)
+		for i, j := range chunk {
+			s := l.shard(j.e.projectID, j.e.keyID)
 			s.mu.Lock()
-			defer s.mu.Unlock()
-			if err != nil {
+			if errs[i] != nil {
 				l.stats.writeErrors.Add(1)
-				if cur, ok := s.pending[j.ref]; !ok || j.at.After(cur) {
-					s.pending[j.ref] = j.at
+				s.markPending(j.e, j.at)
+				if failed == nil {
+					failed = errs[i]
 				}
-				failed.Do(func() { l.log.Warn("last use not recorded; retrying at the next flush", "err", err) })
-				return nil
+			} else {
+				l.stats.written.Add(1)
+				if recs[i].Revision > j.e.known.revision {
+					j.e.known = recordedUse{at: recs[i].At, revision: recs[i].Revision}
+				}
 			}
-			l.stats.written.Add(1)
-			if cur, ok := s.known[j.ref]; !ok || rec.Revision > cur.revision {
-				s.known[j.ref] = recordedUse{at: rec.At, revision: rec.Revision}
-			}
-			return nil
-		})
+			s.mu.Unlock()
+		}
 	}
-	_ = g.Wait()
+	if failed != nil {
+		l.log.Warn("last use not recorded; retrying at the next flush", "err", failed)
+	}
 }
