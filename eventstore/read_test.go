@@ -41,8 +41,8 @@ func TestKeyHistoryIsWholeOrUnavailable(t *testing.T) {
 	t.Logf("a whole read without a deadline took %v", time.Since(start))
 
 	whole, partial, unavailable := 0, 0, 0
-	for i := range 200 {
-		deadline := time.Duration(100+i*200) * time.Microsecond // 0.1 to 40 ms
+	for i := range 100 {
+		deadline := time.Duration(100+i*i*20) * time.Microsecond // 0.1 to 200 ms, most of them short
 		dctx, cancel := context.WithTimeout(ctx, deadline)
 		got, err := s.LoadKey(dctx, project, keyID)
 		cancel()
@@ -61,10 +61,20 @@ func TestKeyHistoryIsWholeOrUnavailable(t *testing.T) {
 			break
 		}
 	}
-	if got, err := s.LoadKey(ctx, project, keyID); err != nil || len(got) != len(history) {
-		t.Fatalf("without a deadline: %d events, %v; want %d", len(got), err, len(history))
+	// The server may still be answering the batches the interrupted reads left behind (their
+	// inboxes gone): a whole read comes once it has, well within the test's patience.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := s.LoadKey(ctx, project, keyID)
+		if err == nil && len(got) == len(history) {
+			break
+		}
+		if err == nil || !errors.Is(err, eventstore.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("after the interrupted reads: %d events, %v; want %d", len(got), err, len(history))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("200 reads under deadlines: %d whole, %d unavailable, %d partial", whole, unavailable, partial)
+	t.Logf("100 reads under deadlines: %d whole, %d unavailable, %d partial", whole, unavailable, partial)
 	if unavailable == 0 {
 		t.Fatalf("no deadline was short enough to interrupt a read: the test tested nothing")
 	}
