@@ -61,6 +61,12 @@ func lastUseKey(projectID, keyID string) (string, bool) {
 	return projectID + "." + keyID, true
 }
 
+// lastUseValue is a use's time as the bucket keeps it (milliseconds) and its entry's value.
+func lastUseValue(at time.Time) (time.Time, []byte) {
+	at = at.UTC().Truncate(time.Millisecond)
+	return at, []byte(strconv.FormatInt(at.UnixMilli(), 10))
+}
+
 // Record sets a key's last use to at unless the bucket already holds a later one (written
 // by another keysd). known is the revision last seen for the key (0: none); it saves a read
 // when nobody else wrote the entry since. It returns the key's latest use as the bucket now
@@ -72,8 +78,7 @@ func (l *LastUseStore) Record(ctx context.Context, projectID, keyID string, at t
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	at = at.UTC().Truncate(time.Millisecond)
-	value := []byte(strconv.FormatInt(at.UnixMilli(), 10))
+	at, value := lastUseValue(at)
 	rev := known
 	for range 3 {
 		var err error
@@ -120,12 +125,12 @@ func (l *LastUseStore) RecordAll(ctx context.Context, uses []LastUse) ([]LastUse
 			errs[i] = fmt.Errorf("last use: invalid key address %q/%q", u.ProjectID, u.KeyID)
 			continue
 		}
-		at := u.At.UTC().Truncate(time.Millisecond)
+		at, value := lastUseValue(u.At)
 		out[i] = LastUse{ProjectID: u.ProjectID, KeyID: u.KeyID, At: at}
 		m := &nats.Msg{
 			Subject: "$KV." + LastUseBucket + "." + key,
 			Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(u.Revision, 10)}},
-			Data:    []byte(strconv.FormatInt(at.UnixMilli(), 10)),
+			Data:    value,
 		}
 		f, err := l.js.PublishMsgAsync(m)
 		if err != nil {

@@ -99,7 +99,6 @@ func lastOf(evs []RecordedEvent) uint64 {
 	return evs[len(evs)-1].Seq
 }
 
-
 // LoadProject reads a project's creation from the stream. An unknown project is
 // domain.ErrProjectNotFound.
 func (s *Store) LoadProject(ctx context.Context, projectID string) (domain.ProjectSnapshot, error) {

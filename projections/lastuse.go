@@ -1,10 +1,10 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"hash/maphash"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -267,28 +267,23 @@ func (l *LastUse) learn(u eventstore.LastUse) {
 // key whose record is younger than the rewrite age: that use stays pending for a later
 // flush. A failed write stays pending for the next flush.
 func (l *LastUse) flush(ctx context.Context, all bool) {
-	type job struct {
-		e     *useEntry
-		at    time.Time
-		known recordedUse
-	}
-	var jobs []job
+	var entries []*useEntry
+	var uses []eventstore.LastUse // uses[i] is entries[i]'s pending use, to write
 	now := l.now()
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		keep := s.dirty[:0]
+		keep := s.dirty[:0] // every entry in dirty has a pending use (markPending)
 		for _, e := range s.dirty {
 			recorded := e.known.revision != 0
 			switch {
-			case e.pending.IsZero():
-				// Written already.
 			case recorded && !e.pending.After(e.known.at):
 				e.pending = time.Time{} // the bucket already holds this use or a later one
 			case recorded && !all && now.Sub(e.known.at) < l.rewrite:
 				keep = append(keep, e) // written recently: stays pending until the record is old enough
 			default:
-				jobs = append(jobs, job{e, e.pending, e.known})
+				entries = append(entries, e)
+				uses = append(uses, eventstore.LastUse{ProjectID: e.projectID, KeyID: e.keyID, At: e.pending, Revision: e.known.revision})
 				e.pending = time.Time{}
 			}
 		}
@@ -296,30 +291,26 @@ func (l *LastUse) flush(ctx context.Context, all bool) {
 		s.dirty = keep
 		s.mu.Unlock()
 	}
-	if len(jobs) == 0 {
+	if len(uses) == 0 {
 		return
 	}
 	l.stats.flushes.Add(1)
 	var failed error
-	for chunk := range slices.Chunk(jobs, lastUseBatch) {
-		uses := make([]eventstore.LastUse, len(chunk))
-		for i, j := range chunk {
-			uses[i] = eventstore.LastUse{ProjectID: j.e.projectID, KeyID: j.e.keyID, At: j.at, Revision: j.known.revision}
-		}
-		recs, errs := l.store.RecordAll(ctx, uses)
-		for i, j := range chunk {
-			s := l.shard(j.e.projectID, j.e.keyID)
+	for start := 0; start < len(uses); start += lastUseBatch {
+		batch := uses[start:min(start+lastUseBatch, len(uses))]
+		recs, errs := l.store.RecordAll(ctx, batch)
+		for i, u := range batch {
+			e := entries[start+i]
+			s := l.shard(u.ProjectID, u.KeyID)
 			s.mu.Lock()
 			if errs[i] != nil {
 				l.stats.writeErrors.Add(1)
-				s.markPending(j.e, j.at)
-				if failed == nil {
-					failed = errs[i]
-				}
+				s.markPending(e, u.At)
+				failed = cmp.Or(failed, errs[i])
 			} else {
 				l.stats.written.Add(1)
-				if recs[i].Revision > j.e.known.revision {
-					j.e.known = recordedUse{at: recs[i].At, revision: recs[i].Revision}
+				if recs[i].Revision > e.known.revision {
+					e.known = recordedUse{at: recs[i].At, revision: recs[i].Revision}
 				}
 			}
 			s.mu.Unlock()
